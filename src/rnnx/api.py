@@ -1,0 +1,77 @@
+"""The public functions: load, save, convert, inspect, verify."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import formats
+from .canonical import Bundle
+from .errors import UsageError
+
+
+def load(path, **options) -> Bundle:
+    """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON)."""
+    path = Path(path)
+    fmt = formats.for_reading(path)
+    bundle = formats.load_module(fmt, "read").read(path, **options)
+    bundle.source.setdefault("format", fmt.name)
+    bundle.source.setdefault("path", str(path))
+    return bundle
+
+
+def save(bundle: Bundle, path, to: str | None = None, **options) -> list[str]:
+    """Write `bundle` to `path` in the format its suffix (or `to`) names; returns notes for the user."""
+    path = Path(path)
+    fmt = formats.for_writing(path, to)
+    if path.exists() and path.is_dir():
+        raise UsageError(f"Cannot write {path}: it is a folder.")
+    return formats.load_module(fmt, "write").write(bundle, path, **options) or []
+
+
+@dataclass
+class ConvertResult:
+    bundle: Bundle
+    target_format: str
+    notes: list[str] = field(default_factory=list)
+    verification: dict | None = None
+
+
+def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
+            verify: bool = False, **options) -> ConvertResult:
+    """Read `src`, write `dst`; with verify=True also prove it numerically (raises VerificationError)."""
+    from .io import same_file
+
+    src, dst = Path(src), Path(dst)
+    if same_file(src, dst):
+        raise UsageError(f"The destination {dst} is the source file; choose another path so the source is kept.")
+    fmt = formats.for_writing(dst, to)
+    bundle = load(src, config=config)
+    if layer is not None:
+        bundle = bundle.only(layer)
+    notes = save(bundle, dst, to=fmt.name, layer=layer, **options)
+    result = ConvertResult(bundle, fmt.name, list(notes))
+    if verify:
+        from .verify import verify_bundle
+
+        result.verification = verify_bundle(bundle, dst, to=fmt.name, raise_on_failure=True)
+    return result
+
+
+def inspect(path, **options) -> dict:
+    """A JSON-ready description of a file (schemas/inspect.schema.json)."""
+    from .report import describe
+
+    path = Path(path)
+    return describe(load(path, **options))
+
+
+def verify(src, dst, to: str | None = None, layer: str | None = None, tolerance: float | None = None,
+           config=None, raise_on_failure: bool = False) -> dict:
+    """Compare every recurrent layer of `src` (numpy reference) with `dst` run in its own runtime."""
+    from .verify import verify_bundle
+
+    bundle = load(src, config=config)
+    if layer is not None:
+        bundle = bundle.only(layer)
+    return verify_bundle(bundle, Path(dst), to=to, tolerance=tolerance, raise_on_failure=raise_on_failure)

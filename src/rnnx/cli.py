@@ -1,0 +1,138 @@
+"""The `rnnx` command: a thin argparse front over the API. Exit 0 ok, 1 verification failed, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from . import __version__, formats
+from .errors import RnnxError, VerificationError
+
+EPILOG = """exit status: 0 success, 1 a verification failed, 2 bad input, unsupported feature or usage.
+formats (by suffix, or --to): """ + "; ".join(
+    f"{f.name} ({', '.join(f.suffixes)})" for f in formats.FORMATS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rnnx", description="Move LSTM / GRU / SimpleRNN weights between Keras 2 (CuDNN layers too), "
+        "Keras 3, PyTorch and ONNX, and prove the result computes the same numbers.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"rnnx {__version__}")
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("inspect", help="list the recurrent layers of a file and what a conversion would do",
+                       description="List every recurrent layer of PATH (class, units, directions, bias layout, "
+                       "activations, dtype) and which target formats can hold it.")
+    s.add_argument("path", metavar="PATH")
+    s.add_argument("--json", action="store_true", help="print JSON (schemas/inspect.schema.json)")
+    s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+
+    s = sub.add_parser("convert", help="convert SRC into DST",
+                       description="Read SRC, write DST in the format its suffix names (or --to). DST is "
+                       "written to a temporary file and renamed at the end: a failed run leaves nothing.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("src", metavar="SRC")
+    s.add_argument("dst", metavar="DST")
+    s.add_argument("--to", choices=formats.names(), help="target format, when DST's suffix does not say it")
+    s.add_argument("--layer", metavar="NAME", help="convert only this recurrent layer")
+    s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+    s.add_argument("--verify", action="store_true", help="after writing, run DST and compare (exit 1 on mismatch)")
+    s.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 14)")
+    s.add_argument("--time-major", action="store_true", help="ONNX input as [seq, batch, features]")
+    s.add_argument("--accept-activation-change", action="store_true",
+                   help="write Keras 2 hard_sigmoid layers to Keras 3 anyway and report the deviation")
+
+    s = sub.add_parser("verify", help="prove DST computes what SRC computes",
+                       description="Run every recurrent layer of SRC through rnnx's numpy reference and DST in "
+                       "its own runtime on random sequences of several lengths and batch sizes; print the "
+                       "largest errors; exit 1 when any is over tolerance.")
+    s.add_argument("src", metavar="SRC")
+    s.add_argument("dst", metavar="DST")
+    s.add_argument("--to", choices=formats.names(), help="format of DST when its suffix does not say it")
+    s.add_argument("--layer", metavar="NAME", help="verify only this recurrent layer")
+    s.add_argument("--tolerance", type=float, help="max absolute error (default: 1e-5 for float32)")
+    s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+    s.add_argument("--json", action="store_true", help="print JSON (schemas/verify.schema.json)")
+
+    sub.add_parser("demo", help="convert the bundled CuDNNLSTM example and show it computes the same numbers",
+                   description="Convert a small CuDNNLSTM model shipped with rnnx and compare the result "
+                   "with the outputs tf_keras computed for the original.")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except VerificationError as exc:
+        _print_error(exc, args)
+        return 1
+    except RnnxError as exc:
+        _print_error(exc, args)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug or a file broken in a way no reader foresaw: still one sentence
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"rnnx: unexpected {type(exc).__name__}: {exc}. Nothing was written. "
+                  f"Run again with --debug for a traceback and please report it.", file=sys.stderr)
+        return 2
+
+
+def _print_error(exc: Exception, args) -> None:
+    if args.debug:
+        traceback.print_exc()
+    print(f"rnnx: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+
+
+def _inspect(args) -> int:
+    from .api import inspect
+    from .report import as_text
+
+    report = inspect(args.path, config=args.config)
+    print(json.dumps(report, indent=2) if args.json else as_text(report))
+    return 0
+
+
+def _convert(args) -> int:
+    from .api import convert
+    from .verify import as_text
+
+    options = {k: v for k, v in (("opset", args.opset), ("time_major", args.time_major),
+                                 ("accept_activation_change", args.accept_activation_change)) if v}
+    result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
+                     verify=args.verify, **options)
+    n = len(result.bundle.layers)
+    print(f"wrote {args.dst} ({result.target_format}): {n} recurrent layer{'s' * (n != 1)}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    if result.verification:
+        print(as_text(result.verification))
+    return 0
+
+
+def _verify(args) -> int:
+    from .api import verify
+    from .verify import as_text
+
+    report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config)
+    print(json.dumps(report, indent=2) if args.json else as_text(report))
+    return 0 if report["ok"] else 1
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
+COMMANDS = {"inspect": _inspect, "convert": _convert, "verify": _verify, "demo": _demo}

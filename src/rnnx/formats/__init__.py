@@ -1,0 +1,131 @@
+"""The table of file formats. Each format is one module with the same few functions:
+
+    read(path: Path, **options) -> Bundle                     (readers)
+    write(bundle: Bundle, path: Path, **options) -> list[str] (writers; returns notes for the user)
+    run_layer(path: Path, layer: RecurrentLayer, x) -> Y      (optional: run the layer named
+        layer.name from the file at `path` in the format's own runtime; x [batch, seq, in],
+        Y [batch, seq, directions, hidden]; used by `rnnx verify`)
+
+Modules are imported only when their format is used, so reading an h5 file never
+imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import FormatError, UnsupportedError, UsageError
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffixes: tuple[str, ...]
+    module: str
+    description: str
+
+
+FORMATS = (
+    Format("keras-h5", (".h5", ".hdf5"), "rnnx.formats.keras_h5",
+           "Keras 2 HDF5 (save_weights / model.save), CuDNN layers included"),
+    Format("keras3-weights", (".weights.h5",), "rnnx.formats.keras3_weights",
+           "Keras 3 weights file (model.save_weights)"),
+    Format("keras", (".keras",), "rnnx.formats.keras3",
+           "Keras 3 model archive (config.json + model.weights.h5)"),
+    Format("onnx", (".onnx",), "rnnx.formats.onnx_model", "ONNX model with LSTM / GRU / RNN nodes"),
+    Format("torch", (".pt", ".pth", ".bin", ".ckpt", ".tar"), "rnnx.formats.torch_pt",
+           "PyTorch state dict or checkpoint (torch.save)"),
+    Format("safetensors", (".safetensors",), "rnnx.formats.torch_safetensors",
+           "PyTorch state dict as safetensors"),
+    Format("rnnx", (".rnnx",), "rnnx.formats.rnnx_file", "rnnx canonical file (safetensors + JSON manifest)"),
+)
+BY_NAME = {f.name: f for f in FORMATS}
+
+
+def names() -> list[str]:
+    return [f.name for f in FORMATS]
+
+
+def by_name(name: str) -> Format:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise UsageError(f"Unknown format {name!r}; choose one of: {', '.join(names())}.") from None
+
+
+def by_suffix(path: Path) -> Format | None:
+    name = path.name.lower()
+    # longest suffix first, so model.weights.h5 is Keras 3, not Keras 2
+    for fmt in sorted(FORMATS, key=lambda f: -max(len(s) for s in f.suffixes)):
+        if any(name.endswith(s) for s in fmt.suffixes):
+            return fmt
+    return None
+
+
+def for_reading(path: Path) -> Format:
+    """The format of an existing file, from its content where the suffix is ambiguous."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such file.")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give the path of a model or weights file.")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == b"\x89HDF\r\n\x1a\n":
+        return BY_NAME[_hdf5_flavour(path)]
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = set(zf.namelist())
+        except zipfile.BadZipFile as exc:
+            raise FormatError(f"{path} looks like a zip archive but cannot be opened ({exc}).") from None
+        if "config.json" in members and any(m.endswith(".weights.h5") or m.endswith(".h5") for m in members):
+            return BY_NAME["keras"]
+        return BY_NAME["torch"]
+    fmt = by_suffix(path)
+    if fmt is None or fmt.name in ("keras-h5", "keras3-weights", "keras"):
+        raise FormatError(
+            f"{path} is not a format rnnx reads (no HDF5, zip, ONNX or safetensors content found); "
+            f"rnnx reads {', '.join(s for f in FORMATS for s in f.suffixes)} files.")
+    return fmt
+
+
+def _hdf5_flavour(path: Path) -> str:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            is_keras2 = "layer_names" in f.attrs or "model_weights" in f or "model_config" in f.attrs
+            is_keras3 = not is_keras2 and ("layers" in f or "vars" in f or any("\\" in k for k in f))
+    except OSError as exc:
+        raise FormatError(f"{path} has an HDF5 signature but cannot be read ({exc}); it may be truncated.") from None
+    if is_keras3:
+        return "keras3-weights"
+    return "keras-h5"
+
+
+def for_writing(path: Path, to: str | None) -> Format:
+    if to:
+        return by_name(to)
+    fmt = by_suffix(path)
+    if fmt is None:
+        raise UsageError(
+            f"Cannot tell the target format from the name {path.name!r}; "
+            f"use a known suffix or --to ({', '.join(names())}).")
+    return fmt
+
+
+def load_module(fmt: Format, need: str) -> ModuleType:
+    try:
+        module = importlib.import_module(fmt.module)
+    except ModuleNotFoundError as exc:
+        if exc.name == fmt.module:
+            raise UnsupportedError(f"The {fmt.name} format is not supported yet by this rnnx.") from None
+        raise
+    if not hasattr(module, need):
+        verb = {"read": "read", "write": "write", "run_layer": "run for verification"}[need]
+        raise UnsupportedError(f"rnnx cannot {verb} {fmt.name} files ({fmt.description}).")
+    return module

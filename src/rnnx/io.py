@@ -1,0 +1,41 @@
+"""Writing files so that a failed run leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UsageError
+
+
+@contextmanager
+def atomic_output(dst: Path):
+    """Yield a temporary path beside `dst`; rename it onto `dst` only if the block succeeds."""
+    dst = Path(dst)
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"Cannot write {dst}: the folder {parent} does not exist.")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part" + "".join(dst.suffixes[-1:]), dir=parent)
+    except OSError as exc:
+        raise UsageError(f"Cannot write {dst}: {exc.strerror}.") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dst)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def same_file(a: Path, b: Path) -> bool:
+    a, b = Path(a), Path(b)
+    if b.exists():
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return False
+    return a.resolve() == b.resolve()

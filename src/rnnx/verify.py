@@ -1,0 +1,56 @@
+"""`rnnx verify`: the numpy reference of the source against the target run in its own runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import formats
+from .canonical import Bundle, reference
+from .errors import VerificationError
+
+# (batch, sequence length) pairs every layer is checked on.
+SHAPES = ((1, 1), (2, 7), (5, 23))
+TOLERANCE = {"float16": 2e-2, "float32": 1e-5, "float64": 1e-9}
+
+
+def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: float | None = None,
+                  raise_on_failure: bool = False, seed: int = 0) -> dict:
+    fmt = formats.for_writing(dst, to) if to else formats.for_reading(dst)
+    runner = formats.load_module(fmt, "run_layer")
+    rng = np.random.default_rng(seed)
+    results = []
+    for layer in bundle.layers:
+        tol = tolerance if tolerance is not None else TOLERANCE[str(layer.dtype)]
+        max_abs = max_rel = 0.0
+        for batch, seq in SHAPES:
+            x = rng.standard_normal((batch, seq, layer.input_size)).astype(layer.dtype)
+            want, _, _ = reference.run_batch_first(layer, x)
+            got = np.asarray(runner.run_layer(dst, layer, x), np.float64)
+            if got.shape != want.shape:
+                raise VerificationError(
+                    f"{dst}: layer {layer.name!r} returned shape {got.shape}, the reference {want.shape}.")
+            diff = np.abs(got - want)
+            max_abs = max(max_abs, float(diff.max()))
+            max_rel = max(max_rel, float((diff / np.maximum(np.abs(want), 1e-3)).max()))
+        results.append({"layer": layer.name, "max_abs_error": max_abs, "max_rel_error": max_rel,
+                        "tolerance": tol, "ok": bool(max_abs <= tol)})
+    report = {"source": str(bundle.source.get("path", "")), "target": str(dst), "target_format": fmt.name,
+              "shapes": [list(s) for s in SHAPES], "layers": results,
+              "ok": all(r["ok"] for r in results)}
+    if raise_on_failure and not report["ok"]:
+        bad = [r for r in results if not r["ok"]]
+        raise VerificationError(
+            f"{dst} does not compute what its source computes: layer {bad[0]['layer']!r} differs by "
+            f"{bad[0]['max_abs_error']:.3g} (tolerance {bad[0]['tolerance']:g}).", report)
+    return report
+
+
+def as_text(report: dict) -> str:
+    lines = [f"{'layer':<24} {'max abs error':>14} {'max rel error':>14}  result"]
+    for r in report["layers"]:
+        lines.append(f"{r['layer']:<24} {r['max_abs_error']:>14.3g} {r['max_rel_error']:>14.3g}  "
+                     f"{'ok' if r['ok'] else 'FAILED'} (tolerance {r['tolerance']:g})")
+    lines.append(f"{report['target']}: " + ("matches its source." if report["ok"] else "does NOT match its source."))
+    return "\n".join(lines)
