@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--time-major", action="store_true", help="ONNX input as [seq, batch, features]")
     s.add_argument("--accept-activation-change", action="store_true",
                    help="write Keras 2 hard_sigmoid layers to Keras 3 anyway and report the deviation")
+    s.add_argument("--cudnn", action="store_true",
+                   help="Keras 2 HDF5 target: write CuDNNLSTM / CuDNNGRU layers (to resume training on a GPU)")
+    s.add_argument("--engine", choices=("native", "tf2onnx"), default="native",
+                   help="whole Keras model to ONNX: rnnx's own graph builder (default) or tf_keras + tf2onnx "
+                   "(needs the tf extra)")
 
     s = sub.add_parser("verify", help="prove DST computes what SRC computes",
                        description="Run every recurrent layer of SRC through rnnx's numpy reference and DST in "
@@ -108,7 +113,8 @@ def _convert(args) -> int:
     from .verify import as_text
 
     options = {k: v for k, v in (("opset", args.opset), ("time_major", args.time_major),
-                                 ("accept_activation_change", args.accept_activation_change)) if v}
+                                 ("accept_activation_change", args.accept_activation_change),
+                                 ("cudnn", args.cudnn), ("engine", args.engine)) if v}
     result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
                      verify=args.verify, **options)
     n = len(result.bundle.layers)
