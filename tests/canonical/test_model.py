@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from rnnx.canonical import Bundle, Direction, OpaqueLayer, RecurrentLayer
+from rnnx.errors import UsageError
+
+
+def _direction(u=3, inp=2, gates=4, dtype=np.float32, **extra):
+    rng = np.random.default_rng(0)
+    return Direction(W=rng.standard_normal((gates * u, inp)).astype(dtype),
+                     R=rng.standard_normal((gates * u, u)).astype(dtype),
+                     b_w=rng.standard_normal(gates * u).astype(dtype), **extra)
+
+
+def test_derived_sizes():
+    layer = RecurrentLayer("l", "lstm", [_direction(), _direction()])
+    assert (layer.units, layer.input_size, layer.num_directions, layer.bias_layout) == (3, 2, 2, "single")
+    assert layer.kind == "lstm"
+
+
+def test_shapes_are_checked_at_construction():
+    bad = _direction()
+    bad.R = bad.R[:, :2]
+    with pytest.raises(ValueError, match="R has shape"):
+        RecurrentLayer("l", "lstm", [bad])
+
+
+def test_mixed_dtypes_are_refused():
+    d = _direction()
+    d.b_w = d.b_w.astype(np.float64)
+    with pytest.raises(ValueError, match="mixed dtypes"):
+        RecurrentLayer("l", "lstm", [d])
+
+
+def test_reset_before_gru_is_its_own_kind():
+    assert RecurrentLayer("g", "gru", [_direction(gates=3)], reset_after=False).kind == "gru-reset-before"
+
+
+def test_candidate_bias_foldable_only_when_zero():
+    d = _direction(gates=3, b_r=np.zeros(9, np.float32))
+    assert RecurrentLayer("g", "gru", [d]).candidate_bias_foldable()
+    d.b_r[7] = 0.5
+    assert not RecurrentLayer("g", "gru", [d]).candidate_bias_foldable()
+
+
+def test_bundle_names_unique_and_lookup_says_what_exists():
+    layer = RecurrentLayer("rnn_1", "rnn", [_direction(gates=1)])
+    with pytest.raises(ValueError, match="unique"):
+        Bundle([layer, OpaqueLayer("rnn_1", "Dense")])
+    with pytest.raises(UsageError, match="rnn_1"):
+        Bundle([layer]).layer("nope")
