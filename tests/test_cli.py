@@ -1,0 +1,99 @@
+"""The CLI contract that holds for every format: help, exit codes, one-sentence errors, no partial files."""
+
+import numpy as np
+
+import rnnx
+from rnnx.canonical import Bundle, Direction, RecurrentLayer
+
+
+def _rnnx_file(path):
+    rng = np.random.default_rng(0)
+    d = Direction(W=rng.standard_normal((8, 3)).astype(np.float32), R=rng.standard_normal((8, 2)).astype(np.float32),
+                  b_w=rng.standard_normal(8).astype(np.float32))
+    rnnx.save(Bundle([RecurrentLayer("lstm", "lstm", [d])]), path)
+    return path
+
+
+def _one_plain_error(proc):
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert 1 <= len(lines) <= 2, proc.stderr
+    return proc.stderr
+
+
+def test_help_explains_every_command(cli):
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for word in ("inspect", "convert", "verify", "demo", "exit status"):
+        assert word in proc.stdout
+    assert "--verify" in cli("convert", "--help").stdout
+
+
+def test_no_command_is_a_usage_error(cli):
+    assert cli().returncode == 2
+
+
+def test_missing_source(cli, tmp_path):
+    proc = cli("inspect", tmp_path / "nope.h5")
+    assert proc.returncode == 2
+    assert "no such file" in _one_plain_error(proc)
+
+
+def test_folder_as_source(cli, tmp_path):
+    proc = cli("inspect", tmp_path)
+    assert proc.returncode == 2
+    assert "folder" in _one_plain_error(proc)
+
+
+def test_unknown_content(cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    proc = cli("inspect", tmp_path / "notes.txt")
+    assert proc.returncode == 2
+    assert "notes.txt" in _one_plain_error(proc)
+
+
+def test_destination_equal_to_source_is_refused(cli, tmp_path):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    before = src.read_bytes()
+    proc = cli("convert", src, tmp_path / "." / "a.rnnx")
+    assert proc.returncode == 2
+    assert "source" in _one_plain_error(proc)
+    assert src.read_bytes() == before
+
+
+def test_unknown_target_suffix(cli, tmp_path):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    proc = cli("convert", src, tmp_path / "out.xyz")
+    assert proc.returncode == 2
+    assert "--to" in _one_plain_error(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.rnnx"]
+
+
+def test_missing_destination_folder(cli, tmp_path):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    proc = cli("convert", src, tmp_path / "no" / "such" / "out.rnnx")
+    assert proc.returncode == 2
+    assert "does not exist" in _one_plain_error(proc)
+
+
+def test_unknown_layer_names_the_layers(cli, tmp_path):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    proc = cli("convert", src, tmp_path / "b.rnnx", "--layer", "nope")
+    assert proc.returncode == 2
+    assert "lstm" in _one_plain_error(proc)
+    assert not (tmp_path / "b.rnnx").exists()
+
+
+def test_convert_and_inspect_rnnx(cli, tmp_path):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    proc = cli("convert", src, tmp_path / "b.rnnx")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("inspect", tmp_path / "b.rnnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "lstm: LSTM (lstm), units 2" in proc.stdout
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    proc = cli("--debug", "inspect", tmp_path / "nope.h5")
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
