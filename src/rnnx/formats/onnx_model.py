@@ -1,0 +1,555 @@
+"""ONNX models: LSTM / GRU / RNN nodes read into canonical layers, and canonical layers written as nodes.
+
+Reading: every LSTM, GRU and RNN node (subgraphs of If / Loop / Scan included) whose W, R, B
+and P are initializers or Constant nodes becomes a RecurrentLayer named after its node
+(op type + index when the node has none; made unique). Weights computed at run time are
+reported by name, never guessed. External data is read only from files inside the model's
+folder, checked before anything is loaded.
+
+Writing (a Bundle without an architecture, or one layer): one model with one node per
+recurrent layer, layout 0 wrapped in Transposes. Default I/O, per layer (or per stack of
+PyTorch layers of one module, chained):
+
+    X          [batch, seq, in]            ([seq, batch, in] with time_major=True)
+    initial_h  [L*D, batch, hidden]        optional (a zero default), opset >= 8
+    initial_c  [L*D, batch, units]         LSTM only, optional likewise
+    Y          [batch, seq, D*hidden]      ([seq, batch, D*hidden] with time_major=True),
+                                            directions concatenated forward first
+    Y_h        [L*D, batch, hidden]        final states, PyTorch's h_n layout
+    Y_c        [L*D, batch, units]         LSTM only
+
+With `layer=NAME` the names are exactly X, Y, Y_h, Y_c, initial_h, initial_c; otherwise
+each is prefixed with the layer's name (`lstm_1_X`, `lstm_1_Y`, ...). Every node is named
+after its layer, which is how `run_layer` (rnnx verify) finds it again.
+
+A Bundle that has an architecture (source["has_architecture"]) goes to the whole-model
+exporter, rnnx.graph.export_model, unless one layer is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .. import __version__
+from ..canonical import Bundle, RecurrentLayer
+from ..errors import FormatError, UnsupportedError, UsageError
+from ..io import atomic_output
+from . import onnx_nodes
+from .onnx_nodes import DEFAULT_OPSET, MIN_OPSET_OPTIONAL_STATES, OP_TYPE
+
+RECURRENT_OPS = tuple(OP_TYPE.values())
+_MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one serialized model
+
+
+# ======================================================================================
+# Reading
+# ======================================================================================
+def read(path: Path, **_options) -> Bundle:
+    model = load_model(path)
+    base = Path(path).resolve().parent
+    layers = [_layer_of(found, base, path) for found in recurrent_nodes(model)]
+    source = {"format": "onnx", "producer": f"{model.producer_name} {model.producer_version}".strip(),
+              "opset": default_opset(model), "has_architecture": False}
+    try:
+        return Bundle(layers, source)
+    except ValueError as exc:
+        raise FormatError(f"{path}: {exc}.") from None
+
+
+def refusal(layer: RecurrentLayer) -> str | None:
+    """Why ONNX cannot hold `layer` (only a PyTorch LSTM projection), or None."""
+    try:
+        onnx_nodes.check_expressible(layer)
+    except UnsupportedError as exc:
+        return str(exc.args[0])
+    return None
+
+
+def load_model(path: Path) -> onnx.ModelProto:
+    """Parse `path` as an ONNX model without loading external data; FormatError if it is not one."""
+    path = Path(path)
+    data = path.read_bytes()
+    if not data:
+        raise FormatError(f"{path} is empty (0 bytes); it is not an ONNX model.")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:  # protobuf's DecodeError and friends: the bytes are not a ModelProto
+        raise FormatError(f"{path} is not an ONNX model (its bytes do not parse as an ONNX ModelProto); "
+                          f"it may be truncated or another kind of file.") from None
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise FormatError(f"{path} is not an ONNX model (no IR version, graph or opset found); "
+                          f"it may be truncated or another kind of file.")
+    check_external_data(model, path)
+    return model
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None
+
+
+# --- external data ---------------------------------------------------------------------
+def check_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse external data outside the model's folder, missing, or shorter than it claims."""
+    folder = Path(path).resolve().parent
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        where = f"{path}: tensor {tensor.name!r} keeps its data in {location!r}"
+        parts = set(PurePosixPath(location).parts) | set(PureWindowsPath(location).parts)
+        if (not location or ".." in parts or PurePosixPath(location).is_absolute()
+                or PureWindowsPath(location).is_absolute() or PureWindowsPath(location).drive):
+            raise FormatError(f"{where}, outside the model's folder; rnnx reads external data only from "
+                              f"files beside the model.")
+        target = (folder / location).resolve()
+        if not target.is_relative_to(folder):
+            raise FormatError(f"{where}, which leads outside the model's folder; rnnx refuses to read it.")
+        if not target.is_file():
+            raise FormatError(f"{where}, which does not exist beside the model.")
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else target.stat().st_size - offset
+        except ValueError:
+            raise FormatError(f"{where} with an unreadable offset or length.") from None
+        if offset < 0 or length < 0 or offset + length > target.stat().st_size:
+            raise FormatError(f"{where} at bytes {offset}..{offset + length}, past the end of that file.")
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _all_tensors(sub)
+
+
+# --- finding recurrent nodes and their constant weights ----------------------------------
+@dataclass
+class FoundNode:
+    name: str  # unique layer name
+    node: onnx.NodeProto
+    scope: "Scope"
+    graph_path: str
+    opset: int | None
+
+
+class Scope:
+    """What each tensor name of a graph (and of the graphs around it) is: constant, input or computed."""
+
+    def __init__(self, graph: onnx.GraphProto, outer: "Scope | None" = None):
+        self.outer = outer
+        self.constants: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
+        self.inputs = {i.name for i in graph.input} - set(self.constants)
+        self.producers: dict[str, onnx.NodeProto] = {}
+        for node in graph.node:
+            for out in node.output:
+                if out:
+                    self.producers[out] = node
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+                value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+                if value is not None:
+                    self.constants[node.output[0]] = value
+
+    def constant(self, name: str, owner: str, role: str) -> onnx.TensorProto:
+        """The constant tensor `name` (following Identity nodes), or UnsupportedError naming its origin."""
+        scope: Scope | None = self
+        seen = 0
+        while scope is not None:
+            if name in scope.constants:
+                return scope.constants[name]
+            if name in scope.inputs:
+                raise UnsupportedError(f"node {owner!r}: {role} is the graph input {name!r}, fed at run time; "
+                                       f"rnnx reads only constant weights (initializers or Constant nodes).")
+            producer = scope.producers.get(name)
+            if producer is not None:
+                if producer.op_type == "Identity" and producer.input and seen < 100:
+                    name, seen = producer.input[0], seen + 1
+                    continue
+                label = producer.name or producer.op_type
+                raise UnsupportedError(f"node {owner!r}: {role} is computed at run time by node {label!r} "
+                                       f"({producer.op_type}); rnnx reads only constant weights.")
+            scope = scope.outer
+        raise FormatError(f"node {owner!r}: its input {role} {name!r} is defined nowhere in the model.")
+
+
+def recurrent_nodes(model: onnx.ModelProto) -> list[FoundNode]:
+    """Every LSTM / GRU / RNN node of the default domain, subgraphs included, with a unique name."""
+    found: list[FoundNode] = []
+    taken: set[str] = set()
+    opset = default_opset(model)
+
+    def visit(graph: onnx.GraphProto, outer: Scope | None, graph_path: str):
+        scope = Scope(graph, outer)
+        for node in graph.node:
+            if node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx"):
+                name = node.name or f"{node.op_type}_{len(found)}"
+                unique, k = name, 1
+                while unique in taken:
+                    k += 1
+                    unique = f"{name}_{k}"
+                taken.add(unique)
+                found.append(FoundNode(unique, node, scope, graph_path, opset))
+            for attr in node.attribute:
+                subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+                for sub in subgraphs:
+                    visit(sub, scope, f"{graph_path}/{node.name or node.op_type}.{attr.name}")
+
+    visit(model.graph, None, model.graph.name or "main")
+    return found
+
+
+def node_attributes(node: onnx.NodeProto) -> dict:
+    out = {}
+    for attr in node.attribute:
+        value = helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, list):
+            value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
+        out[attr.name] = value
+    return out
+
+
+def node_weights(found: FoundNode, base: Path, path) -> onnx_nodes.OnnxWeights:
+    """W, R, B, P of a recurrent node as numpy arrays (B, P None when absent)."""
+    node = found.node
+
+    def tensor(index: int, role: str):
+        if len(node.input) <= index or not node.input[index]:
+            return None
+        proto = found.scope.constant(node.input[index], found.name, role)
+        return _to_array(proto, base, path, found.name, role)
+
+    W, R = tensor(1, "W"), tensor(2, "R")
+    if W is None or R is None:
+        raise FormatError(f"{path}: node {found.name!r} has no W or R input.")
+    return onnx_nodes.OnnxWeights(W, R, tensor(3, "B"), tensor(7, "P") if node.op_type == "LSTM" else None)
+
+
+_FLOAT_TYPES = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2}
+
+
+def _to_array(proto: onnx.TensorProto, base: Path, path, owner: str, role: str) -> np.ndarray:
+    where = f"{path}: node {owner!r}: {role}"
+    if proto.data_type not in _FLOAT_TYPES:
+        raise FormatError(f"{where} holds {TensorProto.DataType.Name(proto.data_type)} values, not floats.")
+    dims = list(proto.dims)
+    if any(d < 0 for d in dims) or len(dims) > 8:
+        raise FormatError(f"{where} has an impossible shape {dims}.")
+    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    itemsize = _FLOAT_TYPES[proto.data_type]
+    if proto.data_location == TensorProto.EXTERNAL:
+        info = {e.key: e.value for e in proto.external_data}
+        available = int(info["length"]) if info.get("length") else None
+    elif proto.HasField("raw_data"):
+        available = len(proto.raw_data)
+    elif proto.data_type == TensorProto.DOUBLE:
+        available = len(proto.double_data) * itemsize
+    elif proto.data_type == TensorProto.FLOAT16:
+        available = len(proto.int32_data) * itemsize
+    else:
+        available = len(proto.float_data) * itemsize
+    if available is not None and available != count * itemsize:
+        raise FormatError(f"{where} claims shape {dims} but holds {available} bytes, not {count * itemsize}.")
+    try:
+        array = numpy_helper.to_array(proto, base_dir=str(base))
+    except Exception as exc:  # onnx raises assorted errors on malformed tensors
+        raise FormatError(f"{where} cannot be decoded ({exc}).") from None
+    if array.shape != tuple(dims):
+        raise FormatError(f"{where} claims shape {dims} but holds {array.size} values.")
+    return np.ascontiguousarray(array)
+
+
+def _layer_of(found: FoundNode, base: Path, path) -> RecurrentLayer:
+    weights = node_weights(found, base, path)
+    attributes = node_attributes(found.node)
+    provenance = {"format": "onnx", "class_name": found.node.op_type, "node": found.node.name,
+                  "graph": found.graph_path}
+    if found.opset is not None:
+        provenance["opset"] = found.opset
+    options = {}
+    if attributes.get("layout"):
+        options["layout"] = int(attributes["layout"])
+    try:
+        return onnx_nodes.layer_from_onnx(found.name, found.node.op_type, weights.W, weights.R, weights.B,
+                                          weights.P, attributes, provenance, options)
+    except (FormatError, UnsupportedError) as exc:
+        raise type(exc)(f"{path}: {exc.args[0]}") from None
+
+
+# ======================================================================================
+# Writing
+# ======================================================================================
+def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | None = None,
+          time_major: bool = False, **options) -> list[str]:
+    opset = onnx_nodes.check_opset(DEFAULT_OPSET if opset is None else opset)
+    notes: list[str] = []
+    if layer is None and bundle.source.get("has_architecture"):
+        try:
+            from ..graph import export_model
+        except ImportError as exc:
+            if not (exc.name or "").startswith("rnnx.graph"):
+                raise
+            notes.append("this rnnx has no whole-model exporter yet, so each recurrent layer was written as "
+                         "its own node with its own inputs and outputs")
+        else:
+            return list(export_model(bundle, Path(path), opset=opset, time_major=time_major, **options) or [])
+    if not bundle.layers:
+        raise UsageError(f"{bundle.source.get('path', 'The source')} holds no recurrent layer to write to ONNX.")
+    model, more = build_layers_model(bundle, opset=opset, time_major=time_major, plain_names=layer is not None)
+    save_model(model, path)
+    return notes + more
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Check `model` in full and write it atomically."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # a bug in rnnx, never the user's doing: say which check failed
+        raise RuntimeError(f"rnnx built an ONNX model that fails onnx.checker: {exc}") from exc
+    if model.ByteSize() > _MAX_PROTO_BYTES:
+        raise UnsupportedError(f"The ONNX model for {path} would exceed protobuf's 2 GB limit; "
+                               f"write fewer layers at a time with --layer.")
+    with atomic_output(Path(path)) as tmp:
+        onnx.save_model(model, str(tmp))
+
+
+def stacks(layers: list[RecurrentLayer]) -> list[list[RecurrentLayer]]:
+    """Layers grouped into units: the layers of one PyTorch num_layers>1 module (provenance `module` and
+    `stack_index` 0..n-1, each taking the previous one's output) form one chained unit."""
+    units: list[list[RecurrentLayer]] = []
+    by_module: dict[str, list[RecurrentLayer]] = {}
+    for layer in layers:
+        module, index = layer.provenance.get("module"), layer.provenance.get("stack_index")
+        if isinstance(module, str) and isinstance(index, int):
+            if module not in by_module:
+                by_module[module] = []
+                units.append(by_module[module])
+            by_module[module].append(layer)
+        else:
+            units.append([layer])
+    out = []
+    for unit in units:
+        unit.sort(key=lambda l: l.provenance.get("stack_index", 0))
+        if len(unit) > 1 and not _chainable(unit):
+            out.extend([l] for l in unit)
+        else:
+            out.append(unit)
+    return out
+
+
+def _chainable(unit: list[RecurrentLayer]) -> bool:
+    first = unit[0]
+    return ([l.provenance["stack_index"] for l in unit] == list(range(len(unit)))
+            and all(l.cell == first.cell and l.num_directions == first.num_directions
+                    and l.hidden_size == first.hidden_size and l.units == first.units
+                    and l.dtype == first.dtype for l in unit)
+            and all(nxt.input_size == prev.num_directions * prev.hidden_size
+                    for prev, nxt in zip(unit, unit[1:])))
+
+
+def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: bool = False,
+                       plain_names: bool = False) -> tuple[onnx.ModelProto, list[str]]:
+    """The per-layer model (see the module docstring) and notes for the user."""
+    for layer in bundle.layers:
+        onnx_nodes.check_expressible(layer)
+    units = stacks(bundle.layers)
+    notes = []
+    with_states = opset >= MIN_OPSET_OPTIONAL_STATES
+    if not with_states:
+        notes.append(f"opset {opset} has no Expand, so initial states are not graph inputs (they start at "
+                     f"zero); use --opset {MIN_OPSET_OPTIONAL_STATES} or newer for streaming")
+    nodes, inits, inputs, outputs, described = [], [], [], [], []
+    for unit in units:
+        unit_name = unit[0].provenance["module"] if len(unit) > 1 else unit[0].name
+        io = _io_names(unit_name, plain_names and len(units) == 1)
+        part = _emit_unit(unit, io, opset, time_major, with_states)
+        nodes += part["nodes"]
+        inits += part["initializers"]
+        inputs += part["inputs"]
+        outputs += part["outputs"]
+        described.append({"unit": unit_name, "layers": [l.name for l in unit], "nodes": [l.name for l in unit],
+                          "class_name": [str(l.provenance.get("class_name", l.kind)) for l in unit],
+                          "inputs": [i.name for i in part["inputs"]],
+                          "outputs": [o.name for o in part["outputs"]]})
+    _check_unique_names(nodes, inits, inputs, outputs)
+    graph = helper.make_graph(nodes, "rnnx", inputs, outputs, inits)
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="rnnx", producer_version=__version__,
+                              doc_string="Recurrent layers written by rnnx; see metadata_props for provenance.")
+    model.ir_version = max(4, helper.find_min_ir_version_for(opsets))
+    metadata = {
+        "rnnx.version": __version__,
+        "rnnx.source_file": str(bundle.source.get("path", "")),
+        "rnnx.source_format": str(bundle.source.get("format", "")),
+        "rnnx.io_layout": "time_major" if time_major else "batch_first",
+        "rnnx.layers": json.dumps(described),
+    }
+    helper.set_model_props(model, metadata)
+    return model, notes
+
+
+def _io_names(unit: str, plain: bool) -> dict[str, str]:
+    keys = ("X", "Y", "Y_h", "Y_c", "initial_h", "initial_c")
+    return {k: k if plain else f"{unit}_{k}" for k in keys}
+
+
+def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: bool, with_states: bool) -> dict:
+    """A chain of one or more layers with its graph inputs and outputs."""
+    first, last = unit[0], unit[-1]
+    elem = onnx_nodes.onnx_dtype(first.dtype)
+    D, L, is_lstm = first.num_directions, len(unit), first.cell == "lstm"
+    batch, seq = ("batch", "seq") if io["X"] == "X" else (f"{io['X']}_batch", f"{io['X']}_seq")
+    x_shape = [seq, batch, first.input_size] if time_major else [batch, seq, first.input_size]
+    y_shape = ([seq, batch, D * last.hidden_size] if time_major else [batch, seq, D * last.hidden_size])
+    inputs = [helper.make_tensor_value_info(io["X"], elem, x_shape)]
+    outputs = [helper.make_tensor_value_info(io["Y"], elem, y_shape),
+               helper.make_tensor_value_info(io["Y_h"], elem, [L * D, batch, first.hidden_size])]
+    if is_lstm:
+        outputs.append(helper.make_tensor_value_info(io["Y_c"], elem, [L * D, batch, first.units]))
+    nodes, inits = [], []
+
+    states = {}
+    if with_states:
+        for key, size in (("initial_h", first.hidden_size), ("initial_c", first.units))[: 2 if is_lstm else 1]:
+            default = onnx_nodes.default_state(io[key], io["X"], L * D, size, first.dtype, f"{io[key]}_default",
+                                               batch_axis=1 if time_major else 0, opset=opset)
+            nodes += default.nodes
+            inits += default.initializers
+            inputs.append(helper.make_tensor_value_info(io[key], elem, [L * D, None, size]))
+            states[key] = default.output
+
+    x, finals_h, finals_c = io["X"], [], []
+    for k, layer in enumerate(unit):
+        prefix = f"{layer.name}/{OP_TYPE[layer.cell]}"  # internal names, apart from the I/O names
+        per_layer = {}
+        for key, full in states.items():
+            if L == 1:
+                per_layer[key] = full
+            else:  # this layer's slice of the stack's [L*D, batch, size] state
+                idx = numpy_helper.from_array(np.arange(k * D, (k + 1) * D, dtype=np.int64), f"{prefix}_{key}_rows")
+                inits.append(idx)
+                nodes.append(helper.make_node("Gather", [full, idx.name], [f"{prefix}_{key}"],
+                                              name=f"{prefix}_{key}_slice", axis=0))
+                per_layer[key] = f"{prefix}_{key}"
+        single = L == 1
+        names = (f"{prefix}_Y", io["Y_h"] if single else f"{prefix}_Y_h", io["Y_c"] if single else f"{prefix}_Y_c")
+        emitted = onnx_nodes.emit_layer(layer, x, prefix, opset, initial_h=per_layer.get("initial_h"),
+                                        initial_c=per_layer.get("initial_c"), batch_first=(k == 0 and not time_major),
+                                        outputs=names)
+        nodes += emitted.nodes
+        inits += emitted.initializers
+        finals_h.append(emitted.Y_h)
+        finals_c.append(emitted.Y_c)
+        is_last = k == L - 1
+        merged = onnx_nodes.sequence_output(emitted.Y, prefix, batch_first=is_last and not time_major,
+                                            output=io["Y"] if is_last else None)
+        nodes += merged.nodes
+        inits += merged.initializers
+        x = merged.output
+    if L > 1:
+        nodes.append(helper.make_node("Concat", finals_h, [io["Y_h"]], name=f"{io['Y_h']}_concat", axis=0))
+        if is_lstm:
+            nodes.append(helper.make_node("Concat", finals_c, [io["Y_c"]], name=f"{io['Y_c']}_concat", axis=0))
+    return {"nodes": nodes, "initializers": inits, "inputs": inputs, "outputs": outputs}
+
+
+def _check_unique_names(nodes, inits, inputs, outputs) -> None:
+    produced: dict[str, int] = {}
+    for node in nodes:
+        for out in node.output:
+            produced[out] = produced.get(out, 0) + 1
+    for t in inits:
+        produced[t.name] = produced.get(t.name, 0) + 1
+    for i in inputs:
+        if i.name not in {t.name for t in inits}:
+            produced[i.name] = produced.get(i.name, 0) + 1
+    clashes = sorted(n for n, c in produced.items() if c > 1)
+    if clashes:
+        raise UsageError(f"The layer names make clashing ONNX tensor names ({', '.join(clashes[:5])}); "
+                         f"write the layers one at a time with --layer.")
+
+
+# ======================================================================================
+# Running one layer (rnnx verify)
+# ======================================================================================
+def run_layer(path: Path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
+    """Run the node of `path` named layer.name on x [batch, seq, in]; Y [batch, seq, D, hidden].
+
+    The node is copied as it is written (attributes and constant weights) into a one-node model
+    and run in onnxruntime, so what is checked is the file's own node, not a re-export of it.
+    """
+    path = Path(path)
+    model = load_model(path)
+    found = _find_node(model, layer.name, path)
+    single = single_node_model(found, path.resolve().parent, path, default_opset(model))
+    Y = run_single_node(single, np.swapaxes(np.asarray(x), 0, 1), f"{path}: node {found.name!r}")
+    return np.transpose(Y, (2, 0, 1, 3))
+
+
+def _find_node(model: onnx.ModelProto, name: str, path: Path) -> FoundNode:
+    found = recurrent_nodes(model)
+    for candidate in found:
+        if candidate.name == name:
+            return candidate
+    for candidate in found:  # a whole-model graph may name its node after the layer's outputs
+        if any(out in (f"{name}_Y", f"{name}/Y") for out in candidate.node.output):
+            return candidate
+    known = ", ".join(f.name for f in found) or "none"
+    raise FormatError(f"{path} has no recurrent node for layer {name!r}; its recurrent nodes are: {known}.")
+
+
+def single_node_model(found: FoundNode, base: Path, path, opset: int | None) -> onnx.ModelProto:
+    """The node `found` alone: input X [seq, batch, in] (layout 0), its constant weights, output Y."""
+    node = found.node
+    weights = node_weights(found, base, path)
+    attrs = {k: v for k, v in node_attributes(node).items() if k not in ("layout", "output_sequence")}
+    tensors = {"W": weights.W, "R": weights.R, "B": weights.B, "P": weights.P}
+    inits = [numpy_helper.from_array(a, k) for k, a in tensors.items() if a is not None]
+    # X W R B sequence_lens initial_h initial_c P: states and lengths left out
+    inputs = ["X", "W", "R", "B" if weights.B is not None else "", "", "", "", "P" if weights.P is not None else ""]
+    while inputs[-1] == "":
+        inputs.pop()
+    elem = onnx_nodes.onnx_dtype(weights.W.dtype)
+    one = helper.make_node(node.op_type, inputs, ["Y"], name=found.name, **attrs)
+    graph = helper.make_graph([one], "single", [helper.make_tensor_value_info("X", elem, [None, None, None])],
+                              [helper.make_tensor_value_info("Y", elem, None)], inits)
+    opsets = [helper.make_opsetid("", max(7, opset or DEFAULT_OPSET))]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = max(4, helper.find_min_ir_version_for(opsets))
+    return model
+
+
+def run_single_node(model: onnx.ModelProto, X: np.ndarray, where: str) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        elem = session.get_inputs()[0].type
+        dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                 "tensor(float16)": np.float16}.get(elem, np.float32)
+        return session.run(None, {"X": X.astype(dtype)})[0]
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise UnsupportedError(f"{where}: onnxruntime cannot run it ({str(exc).strip().splitlines()[0]}).") from None
