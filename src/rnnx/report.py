@@ -8,7 +8,7 @@ from . import __version__, formats
 from .canonical import Bundle, RecurrentLayer
 
 # Provenance keys shown in the text report, in this order, when present.
-_SHOWN_PROVENANCE = ("class_name", "module", "rebuild", "keras_version")
+_SHOWN_PROVENANCE = ("class_name", "module", "rebuild", "keras_version", "assumption")
 
 
 def describe(bundle: Bundle) -> dict:
