@@ -381,7 +381,7 @@ def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: b
                      f"zero); use --opset {MIN_OPSET_OPTIONAL_STATES} or newer for streaming")
     nodes, inits, inputs, outputs, described = [], [], [], [], []
     for unit in units:
-        unit_name = unit[0].provenance["module"] if len(unit) > 1 else unit[0].name
+        unit_name = (unit[0].provenance["module"] or "rnn") if len(unit) > 1 else unit[0].name
         io = _io_names(unit_name, plain_names and len(units) == 1)
         part = _emit_unit(unit, io, opset, time_major, with_states)
         nodes += part["nodes"]

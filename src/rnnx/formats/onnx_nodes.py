@@ -289,7 +289,7 @@ def _exact_float(value) -> float | None:
     for known in _KNOWN_FLOATS:
         if np.float32(known) == f32:
             return known
-    return float(repr(f32)) if np.isfinite(f32) else float(f32)
+    return float(str(f32)) if np.isfinite(f32) else float(f32)
 
 
 # --- emitting nodes --------------------------------------------------------------------
