@@ -1,0 +1,200 @@
+"""`.keras`: the Keras 3 model archive (a zip of metadata.json, config.json, model.weights.h5).
+
+Reading (any Keras 3 release; member names with backslashes, as an archive made on
+Windows may hold, are accepted). Members are read into memory, never extracted: a
+member whose name leaves the archive's folder (`../x`, `/x`, `C:x`), a declared size
+beyond MAX_MEMBER_BYTES, a compression ratio no real Keras file has, or more bytes
+claimed than the archive holds is refused before anything is read. Bundle conventions:
+
+- source: format "keras", has_architecture True, keras_version (metadata.json),
+  model_config = the parsed config.json exactly as stored (Keras 3 schema:
+  module/class_name/config/registered_name/build_config).
+- items in the order of the config's layers (nested models flattened): a RecurrentLayer
+  per LSTM / GRU / SimpleRNN layer and per Bidirectional wrapping one, named by the
+  Keras layer name (config name), activations and reset_after from the config,
+  provenance class_name (the Keras class: LSTM, GRU, SimpleRNN or Bidirectional, with
+  layer_class for the wrapped class), keras_version and keras3_path (where the weights
+  sit in model.weights.h5), options return_sequences, return_state, go_backwards,
+  stateful, unroll, zero_output_for_mask, dropout, recurrent_dropout and, for
+  Bidirectional, merge_mode. Every other layer with variables is an
+  OpaqueLayer(Keras layer name, Keras class name, weights in Keras 3 variable order named
+  by their path relative to the layer: `vars/0`, `vars/1`, or `layer/vars/0` inside a
+  TimeDistributed), options["keras3_path"].
+
+Writing needs an architecture: a `.keras` source (its config is kept as is) or a Keras 2
+source with a model config (.h5 full model, or a weights file with --config), which
+keras3_config translates to the Keras 3 schema. Weights go to the paths Keras 3 derives
+from that config (see keras3_layout). Sources without an architecture (a weights file,
+PyTorch, ONNX) are refused with a pointer to `.weights.h5` or `--config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .. import __version__
+from ..canonical import Bundle, RecurrentLayer
+from ..errors import FormatError, UnsupportedError
+from ..io import atomic_output
+from . import keras3_layout as layout
+from .keras3_weights import _activation_notes, bundle_from_h5, run_keras3_layer
+
+CONFIG = "config.json"
+METADATA = "metadata.json"
+WEIGHTS = "model.weights.h5"
+MAX_MEMBER_BYTES = 8 << 30  # no single member above this is read
+MAX_JSON_BYTES = 64 << 20
+MAX_RATIO = 1100  # deflate cannot compress better than about 1032:1
+# The Keras release whose config schema rnnx writes (checked against it in the tests).
+SCHEMA_VERSION = "3.15.1"
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+def read(path: Path, **_options) -> Bundle:
+    import h5py
+
+    path = Path(path)
+    members = read_members(path)
+    config = _json(members, CONFIG, path)
+    metadata = _json(members, METADATA, path) if METADATA in members else {}
+    if WEIGHTS not in members:
+        sharded = [m for m in members if m.endswith(".json") and m not in (CONFIG, METADATA)]
+        hint = " (its weights are sharded, which rnnx does not read)" if sharded else ""
+        raise FormatError(f"{path} has no {WEIGHTS} member{hint}; it is not a complete .keras archive.")
+    source = {"format": "keras", "has_architecture": True, "keras_version": metadata.get("keras_version"),
+              "model_config": config}
+    try:
+        with h5py.File(io.BytesIO(members[WEIGHTS]), "r") as h5:
+            return bundle_from_h5(h5, f"{path} ({WEIGHTS})", source, model_config=config)
+    except OSError as exc:
+        raise FormatError(f"{path}: its {WEIGHTS} cannot be read as HDF5 ({exc}).") from None
+
+
+def read_members(path: Path, wanted=(CONFIG, METADATA, WEIGHTS)) -> dict[str, bytes]:
+    """The wanted members of a zip archive, in memory, after checking every entry is safe."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [_safe_name(info.filename, path) for info in infos]
+            if len(set(names)) != len(names):
+                raise FormatError(f"{path} holds two members with the same name; it is not a Keras archive.")
+            if sum(info.compress_size for info in infos) > size:
+                raise FormatError(f"{path} claims more compressed bytes than the file holds; it is truncated "
+                                  f"or forged.")
+            out = {}
+            for name, info in zip(names, infos):
+                if name not in wanted:
+                    continue
+                limit = MAX_JSON_BYTES if name.endswith(".json") else MAX_MEMBER_BYTES
+                if info.file_size > limit or info.file_size > max(info.compress_size, 1) * MAX_RATIO:
+                    raise FormatError(f"{path}: the member {name} declares {info.file_size} bytes, more than rnnx "
+                                      f"reads from a .keras archive (or an impossible compression ratio).")
+                with zf.open(info) as fh:
+                    data = fh.read(info.file_size + 1)
+                if len(data) != info.file_size:
+                    raise FormatError(f"{path}: the member {name} does not hold the {info.file_size} bytes it "
+                                      f"declares.")
+                out[name] = data
+            return out
+    except zipfile.BadZipFile as exc:
+        raise FormatError(f"{path} is not a readable zip archive ({exc}).") from None
+    except (zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
+        raise FormatError(f"{path}: a member cannot be read ({exc}).") from None
+
+
+def _safe_name(name: str, path: Path) -> str:
+    """A member name with backslashes made forward slashes; refused when it leaves the archive."""
+    normal = name.replace("\\", "/")
+    parts = PurePosixPath(normal).parts
+    if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal) or ".." in parts or "\x00" in normal:
+        raise FormatError(f"{path} holds a member named {name!r}, which points outside the archive; "
+                          f"rnnx refuses such archives.")
+    return "/".join(p for p in parts if p != ".")
+
+
+def _json(members: dict, name: str, path: Path) -> dict:
+    if name not in members:
+        raise FormatError(f"{path} has no {name} member; it is not a .keras archive.")
+    try:
+        value = json.loads(members[name].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: {name} is not valid JSON ({exc}).") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: {name} does not hold a JSON object.")
+    return value
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, layer: str | None = None,
+          **_options) -> list[str]:
+    import h5py
+
+    path = Path(path)
+    config, notes = keras3_config_of(bundle, path, accept_activation_change, layer)
+    notes = list(dict.fromkeys(list(_activation_notes(bundle, accept_activation_change)) + notes))
+    entries, more = layout.entries_from_bundle(bundle, config, accept_activation_change, where=str(path))
+    notes += more
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as h5:
+        layout.write_tree(h5, entries, model_name=config.get("config", {}).get("name"))
+    keras_version = bundle.source.get("keras_version") if bundle.source.get("format") == "keras" else None
+    metadata = {"keras_version": keras_version or SCHEMA_VERSION,
+                "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"), "producer": f"rnnx {__version__}"}
+    with atomic_output(path) as tmp:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            zf.writestr(METADATA, json.dumps(metadata))
+            zf.writestr(CONFIG, json.dumps(config))
+            zf.writestr(WEIGHTS, weights.getvalue())
+    return notes
+
+
+def keras3_config_of(bundle: Bundle, path: Path, accept_activation_change: bool = False,
+                     layer: str | None = None) -> tuple[dict, list[str]]:
+    """The Keras 3 config.json for `bundle` and notes, or UnsupportedError saying what to write instead."""
+    source = bundle.source
+    config = source.get("model_config")
+    if layer is not None:
+        raise UnsupportedError(f"Cannot write {path} with --layer: a .keras file holds a whole model. "
+                               f"Write the one layer to a .weights.h5 file instead.")
+    if not source.get("has_architecture") or not config:
+        raise UnsupportedError(
+            f"Cannot write {path}: the source holds weights but no model architecture, and a .keras file needs "
+            f"both. Write a .weights.h5 file and load it into your model, or give the architecture with "
+            f"--config model.json (from model.to_json()).")
+    if source.get("format") == "keras":
+        config = copy.deepcopy(config)
+        notes = []
+        if config.pop("compile_config", None):
+            notes.append("the optimizer and compile settings are not carried over: load_model gives an uncompiled "
+                         "model (compile it again to train).")
+        return config, notes
+    if source.get("format") == "keras-h5":
+        from . import keras3_config
+
+        return keras3_config.translate(config, {l.name: l for l in bundle.layers}, accept_activation_change)
+    raise UnsupportedError(f"Cannot write {path}: rnnx translates only Keras model configs to .keras, and this "
+                           f"source is {source.get('format')}. Write a .weights.h5 file instead.")
+
+
+def refusal(layer: RecurrentLayer) -> str | None:
+    return layout.refusal(layer)
+
+
+def run_layer(path: Path, layer: RecurrentLayer, x):
+    """Run the layer named `layer.name` of the archive with Keras 3 (its own activations and variables)."""
+    bundle = read(path)
+    for stored in bundle.layers:
+        if stored.name == layer.name:
+            return run_keras3_layer(stored, x)
+    raise FormatError(f"{path} has no recurrent layer named {layer.name!r}.")

@@ -1,0 +1,590 @@
+"""The Keras 3 weights tree and the canonical form, both ways (no keras import).
+
+Keras 3 (`model.save_weights("x.weights.h5")`, and `model.weights.h5` inside a `.keras`
+zip) stores one HDF5 group per saveable object, at the object's attribute path:
+
+    layers/<layer>/vars/0 ...           a plain layer's variables, creation order
+    layers/<rnn>/cell/vars/0, 1, 2      LSTM / GRU / SimpleRNN: kernel, recurrent_kernel, bias
+    layers/<bidi>/forward_layer/cell/vars/...   and .../backward_layer/cell/vars/...
+    layers/<td>/layer/vars/...          TimeDistributed
+    layers/<nested model>/layers/...    a Sequential / Functional inside a model
+
+A model's layers are addressed not by their names but by their class: `<layer>` is the
+snake_case class name (`LSTM` -> `lstm`, `SimpleRNN` -> `simple_rnn`) made unique
+within its container by a counter (`lstm`, `lstm_1`, `lstm_2`, ...). Every `vars` group
+carries the object's own name in its `name` attribute (Keras 3.x writes it even when the
+group is otherwise empty). Files written on Windows by early Keras 3 releases joined
+paths with backslashes, so a group can be called `layers\\lstm\\cell`; `read_tree`
+normalises every name to forward slashes.
+
+Keras variable layouts (same in Keras 2 and 3): LSTM kernel (in, 4u), recurrent_kernel
+(u, 4u), bias (4u,), gates i, f, c, o; GRU z, r, h, bias (2, 3u) when reset_after=True
+(row 0 input, row 1 recurrent) else (3u,); SimpleRNN kernel (in, u), recurrent (u, u),
+bias (u,). Keras computes `x @ kernel`, so each canonical matrix is the transpose.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..canonical import Direction, RecurrentLayer
+from ..canonical.activations import SIGMOID, TANH, from_keras, to_keras
+from ..canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, fuse, reorder
+from ..errors import FormatError, UnsupportedError
+
+# Keras recurrent layer classes and the canonical cell each holds.
+RECURRENT_CLASSES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
+KERAS_CLASS = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}
+KERAS_ORDER = {"lstm": LSTM_KERAS, "gru": GRU_KERAS, "rnn": RNN_CANONICAL}
+# Containers whose children live under `<path>/layers/`.
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+# One variable may not claim more than this (checked before any read).
+MAX_TENSOR_BYTES = 4 << 30
+
+
+# --- names ---------------------------------------------------------------------
+
+
+def snake_case(class_name: str) -> str:
+    """Keras's own rule for the path component of a layer of class `class_name`."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
+    return name.lower()
+
+
+class PathNamer:
+    """Hands out `lstm`, `lstm_1`, `dense`, ... as Keras 3 does inside one container."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self._used: dict[str, int] = {}
+
+    def next(self, class_name: str) -> str:
+        base = snake_case(class_name)
+        if base in self._used:
+            self._used[base] += 1
+            base = f"{base}_{self._used[base]}"
+        else:
+            self._used[base] = 0
+        return f"{self.prefix}/{base}" if self.prefix else base
+
+
+# --- recurrent variables <-> canonical ---------------------------------------------
+
+
+def direction_from_vars(cell: str, arrays: list[np.ndarray], reset_after: bool, where: str) -> Direction:
+    """Canonical weights of one direction from a Keras cell's [kernel, recurrent_kernel, (bias)]."""
+    if len(arrays) not in (2, 3):
+        raise FormatError(f"{where}: a Keras {KERAS_CLASS[cell]} cell holds 2 or 3 variables, found {len(arrays)}.")
+    order = KERAS_ORDER[cell]
+    canonical = CANONICAL_ORDER[cell]
+    kernel, recurrent = arrays[0], arrays[1]
+    n = len(order)
+    if kernel.ndim != 2 or recurrent.ndim != 2 or kernel.shape[1] % n or recurrent.shape[1] != kernel.shape[1] \
+            or recurrent.shape[0] * n != kernel.shape[1]:
+        raise FormatError(f"{where}: kernel {kernel.shape} and recurrent kernel {recurrent.shape} do not form a "
+                          f"Keras {KERAS_CLASS[cell]} cell.")
+    W = reorder(np.ascontiguousarray(kernel.T), order, canonical)
+    R = reorder(np.ascontiguousarray(recurrent.T), order, canonical)
+    b_w = b_r = None
+    if len(arrays) == 3:
+        bias = arrays[2]
+        if cell == "gru" and reset_after:
+            if bias.shape != (2, kernel.shape[1]):
+                raise FormatError(f"{where}: a reset_after GRU bias has shape (2, {kernel.shape[1]}), "
+                                  f"found {bias.shape}.")
+            b_w, b_r = reorder(bias[0], order, canonical), reorder(bias[1], order, canonical)
+        else:
+            if bias.shape != (kernel.shape[1],):
+                raise FormatError(f"{where}: bias of shape {bias.shape}, expected ({kernel.shape[1]},).")
+            b_w = reorder(bias, order, canonical)
+    return Direction(W=W, R=R, b_w=b_w, b_r=b_r)
+
+
+def direction_to_vars(layer: RecurrentLayer, d: Direction) -> list[np.ndarray]:
+    """[kernel, recurrent_kernel, (bias)] of a Keras cell computing canonical direction `d`."""
+    order = KERAS_ORDER[layer.cell]
+    canonical = CANONICAL_ORDER[layer.cell]
+    kernel = np.ascontiguousarray(reorder(d.W, canonical, order).T)
+    recurrent = np.ascontiguousarray(reorder(d.R, canonical, order).T)
+    if not layer.has_bias:
+        return [kernel, recurrent]
+    if layer.cell == "gru" and layer.reset_after:
+        b_w = d.b_w if d.b_w is not None else np.zeros_like(d.b_r)
+        b_r = d.b_r if d.b_r is not None else np.zeros_like(d.b_w)
+        bias = np.stack([reorder(b_w, canonical, order), reorder(b_r, canonical, order)])
+    else:
+        bias = reorder(d.fused_bias(), canonical, order)
+    return [kernel, recurrent, np.ascontiguousarray(bias)]
+
+
+def infer_cell(arrays: list[np.ndarray]) -> tuple[str, bool] | None:
+    """(cell, reset_after) from the shapes of a Keras cell's variables, or None if they are not one."""
+    if len(arrays) not in (2, 3) or arrays[0].ndim != 2 or arrays[1].ndim != 2:
+        return None
+    units = arrays[1].shape[0]
+    if units == 0 or arrays[1].shape[1] != arrays[0].shape[1] or arrays[0].shape[1] % units:
+        return None
+    cell = {4: "lstm", 3: "gru", 1: "rnn"}.get(arrays[0].shape[1] // units)
+    if cell is None:
+        return None
+    reset_after = True
+    if cell == "gru" and len(arrays) == 3:
+        reset_after = arrays[2].ndim == 2
+    return cell, reset_after
+
+
+# --- activations and refusals --------------------------------------------------------
+
+
+def activation_names(layer: RecurrentLayer, accept_activation_change: bool = False) -> dict[str, str]:
+    """Keras 3 `activation` / `recurrent_activation` of `layer`; raises UnsupportedError when none is exact."""
+    reason = refusal(layer, accept_activation_change)
+    if reason:
+        raise UnsupportedError(reason)
+    if layer.cell == "rnn":
+        return {"activation": _keras3_name(layer.activations[0])}
+    gate, cell_act = layer.activations[0], layer.activations[1]
+    return {"activation": _keras3_name(cell_act), "recurrent_activation": _keras3_name(gate)}
+
+
+def _keras3_name(act) -> str:
+    from ..canonical.activations import HARD_SIGMOID_KERAS2
+
+    if act == HARD_SIGMOID_KERAS2:  # only reached when the change was accepted
+        return "hard_sigmoid"
+    return to_keras(act, 3)
+
+
+def refusal(layer: RecurrentLayer, accept_activation_change: bool = False) -> str | None:
+    """Why a Keras 3 file cannot hold `layer` exactly, or None."""
+    from ..canonical.activations import HARD_SIGMOID_KERAS2
+
+    name = layer.name
+    if layer.has_peepholes:
+        return f"layer {name!r} has peephole weights, which Keras 3 LSTM does not have; convert it to ONNX instead."
+    if layer.proj_size is not None:
+        return (f"layer {name!r} has a projection (proj_size {layer.proj_size}), which Keras 3 LSTM does not have; "
+                f"convert it to PyTorch or ONNX instead.")
+    if layer.clip is not None:
+        return f"layer {name!r} clips its cell at {layer.clip}, which Keras 3 cannot; convert it to ONNX instead."
+    if layer.input_forget:
+        return f"layer {name!r} couples its input and forget gates, which Keras 3 cannot; convert it to ONNX instead."
+    if layer.cell == "lstm" and layer.activations[1] != layer.activations[2]:
+        return (f"layer {name!r} uses different cell and output activations "
+                f"({layer.describe_activations()}); Keras 3 LSTM has one; convert it to ONNX instead.")
+    hard = [a for a in layer.activations if a == HARD_SIGMOID_KERAS2]
+    if hard and not accept_activation_change:
+        return (f"layer {name!r} uses Keras 2 hard_sigmoid (slope 0.2), and Keras 3 has no equal built-in "
+                f"(its hard_sigmoid has slope 1/6); pass --accept-activation-change (accept_activation_change=True) "
+                f"to write it with Keras 3's hard_sigmoid and see the deviation, or keep it in .h5 or ONNX.")
+    for act in layer.activations:
+        if act != HARD_SIGMOID_KERAS2 and to_keras(act, 3) is None:
+            return (f"layer {name!r} uses the activation {act.describe()}, which no Keras 3 built-in computes; "
+                    f"convert it to ONNX instead.")
+    return None
+
+
+def activation_deviation(layer: RecurrentLayer, seed: int = 0, batch: int = 8, steps: int = 32) -> float:
+    """Largest output change of `layer` when Keras 2 hard_sigmoid becomes Keras 3's, on N(0, 1) inputs."""
+    from dataclasses import replace
+
+    from ..canonical import reference
+    from ..canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3
+
+    changed = replace(layer, activations=tuple(HARD_SIGMOID_KERAS3 if a == HARD_SIGMOID_KERAS2 else a
+                                               for a in layer.activations))
+    x = np.random.default_rng(seed).standard_normal((batch, steps, layer.input_size))
+    before, _, _ = reference.run_batch_first(layer, x)
+    after, _, _ = reference.run_batch_first(changed, x)
+    return float(np.abs(before - after).max())
+
+
+def deviation_note(layer: RecurrentLayer) -> str:
+    return (f"layer {layer.name!r}: Keras 2 hard_sigmoid (slope 0.2) was written as Keras 3 hard_sigmoid (slope 1/6); "
+            f"on random N(0,1) inputs (8 sequences of 32 steps) the layer's output moves by up to "
+            f"{activation_deviation(layer):.3g} (rnnx reference).")
+
+
+def activations_from_config(cell: str, config: dict, keras_major: int, where: str) -> tuple:
+    """Canonical activation slots of a Keras LSTM / GRU / SimpleRNN config."""
+    try:
+        act = from_keras(config.get("activation", "tanh"), keras_major)
+        if cell == "rnn":
+            return (act,)
+        gate = from_keras(config.get("recurrent_activation", "sigmoid"), keras_major)
+    except ValueError as exc:
+        raise UnsupportedError(f"{where}: the activation {exc.args[0]!r} is not one rnnx knows; "
+                               f"known: hard_sigmoid, sigmoid, tanh, relu, linear, softsign, softplus, elu.") from None
+    return (gate, act, act) if cell == "lstm" else (gate, act)
+
+
+DEFAULT_ACTIVATIONS = {"lstm": (SIGMOID, TANH, TANH), "gru": (SIGMOID, TANH), "rnn": (TANH,)}
+
+
+# --- the HDF5 tree ---------------------------------------------------------------
+
+
+@dataclass
+class VarGroup:
+    """The variables Keras stored for one object (its `vars` group), in creation order."""
+
+    path: str  # normalised owner path, e.g. "layers/lstm/cell"
+    name: str | None  # the object's own name (the `name` attribute), when written
+    arrays: list[np.ndarray] = field(default_factory=list)
+    offset: float = float("inf")  # where its first variable's data sits in the file: Keras writes in layer order
+
+
+def read_tree(h5, where: str) -> dict[str, VarGroup]:
+    """Every `vars` group of an open Keras 3 HDF5 file, keyed by its owner's normalised path."""
+    import h5py
+
+    groups: dict[str, VarGroup] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Group):
+            return
+        path = name.replace("\\", "/")
+        if path != "vars" and not path.endswith("/vars"):
+            return
+        owner = path[: -len("vars")].rstrip("/")
+        if owner in groups:
+            raise FormatError(f"{where}: two HDF5 groups both normalise to {path!r}; the file is inconsistent.")
+        label = obj.attrs.get("name")
+        if isinstance(label, bytes):
+            label = label.decode("utf-8", "replace")
+        arrays, offset = _read_vars(obj, where, path)
+        groups[owner] = VarGroup(owner, str(label) if label is not None else None, arrays, offset)
+
+    h5.visititems(visit)
+    return groups
+
+
+def _read_vars(group, where: str, path: str) -> tuple[list[np.ndarray], float]:
+    import h5py
+
+    keys = [k for k in group.keys() if isinstance(group[k], h5py.Dataset)]
+    if any(not k.isdigit() for k in keys):
+        return [], float("inf")  # not numbered variables (a lookup table's vocabulary, ...): not weights rnnx moves
+    keys.sort(key=int)
+    if keys != [str(i) for i in range(len(keys))]:
+        raise FormatError(f"{where}: the variables of {path} are numbered {keys}, not 0..{len(keys) - 1}.")
+    out = []
+    offsets = [float("inf")]
+    for k in keys:
+        ds = group[k]
+        offset = ds.id.get_offset()
+        if offset is not None:
+            offsets.append(float(offset))
+        nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+        if nbytes > MAX_TENSOR_BYTES:
+            raise FormatError(f"{where}: {path}/{k} claims {nbytes} bytes, more than rnnx reads for one tensor.")
+        if ds.dtype.kind not in "fiub":
+            raise FormatError(f"{where}: {path}/{k} holds {ds.dtype} data, not numbers.")
+        out.append(ds[()] if ds.shape == () else ds[...])
+    return out, min(offsets)
+
+
+def write_tree(h5, entries: list[VarGroup], model_name: str | None = None) -> None:
+    """Write `entries` (owner path -> variables) the way Keras 3 does, root `vars` included."""
+    root = h5.create_group("vars")
+    if model_name:
+        root.attrs["name"] = model_name
+    for entry in entries:
+        group = h5.require_group(entry.path).create_group("vars")
+        if entry.name is not None:
+            group.attrs["name"] = entry.name
+        for i, arr in enumerate(entry.arrays):
+            group.create_dataset(str(i), data=np.ascontiguousarray(arr))
+
+
+# --- walking a Keras 3 model config ------------------------------------------------
+
+
+@dataclass
+class ConfigLayer:
+    """One layer of a Keras 3 config and the path where Keras 3 keeps its variables."""
+
+    path: str
+    class_name: str
+    config: dict
+    entry: dict  # the whole serialized layer (module, class_name, config, ...)
+
+
+def walk_config(model: dict, prefix: str = "") -> Iterator[ConfigLayer]:
+    """The layers of a serialized Keras 3 model, nested models flattened, in Keras's saving order."""
+    config = model.get("config", {})
+    layers = config.get("layers", []) if isinstance(config, dict) else []
+    namer = PathNamer(f"{prefix}layers")
+    sequential = model.get("class_name") == "Sequential"
+    for entry in layers:
+        class_name = entry.get("class_name")
+        if sequential and class_name == "InputLayer":
+            continue  # Sequential.layers leaves its InputLayer out
+        path = namer.next(_python_class(entry))
+        if class_name in MODEL_CLASSES:
+            yield ConfigLayer(path, class_name, entry.get("config", {}), entry)
+            yield from walk_config(entry, prefix=path + "/")
+        else:
+            yield ConfigLayer(path, class_name, entry.get("config", {}), entry)
+
+
+def _python_class(entry: dict) -> str:
+    """The Python class name Keras will instantiate (a registered 'package>Name' gives 'Name')."""
+    class_name = entry.get("class_name", "")
+    if class_name == "Model":
+        return "Functional"
+    return class_name.split(">")[-1]
+
+
+# --- a whole tree <-> bundle items ---------------------------------------------------
+
+# Keras 3 classes whose variables live under a sub-object rather than in their own `vars`.
+SUBOBJECT = {"TimeDistributed": "layer"}
+SKIPPED_ROOTS = ("optimizer", "metrics", "compile_metrics", "loss_tracker")
+RNN_OPTIONS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask",
+               "dropout", "recurrent_dropout")
+
+
+def items_from_tree(tree: dict[str, VarGroup], model_config: dict | None, where: str,
+                    provenance: dict) -> tuple[list, list[str]]:
+    """Bundle items (recurrent layers and the rest) of a Keras 3 weights tree, plus notes.
+
+    With a config, layers are found where Keras 3 puts them and described by their config;
+    without one (a bare .weights.h5), recurrent cells are recognised from their paths and
+    shapes, and their activations are Keras 3's defaults.
+    """
+    items: list = []
+    notes: list[str] = []
+    claimed: set[str] = set()
+    if model_config is not None:
+        for cl in walk_config(model_config):
+            if cl.class_name in MODEL_CLASSES:
+                claimed.add(cl.path)
+                continue
+            item = _item_from_config(cl, tree, claimed, where, provenance)
+            if item is not None:
+                items.append(item)
+    leftovers = {p: g for p, g in tree.items() if p not in claimed and p and not p.startswith(SKIPPED_ROOTS)}
+    inferred = _items_without_config(leftovers, where, provenance)
+    if inferred and model_config is not None:
+        notes.append(f"{where}: variables at {', '.join(_item_path(i) for i in inferred)} belong to no layer of "
+                     f"the config; they were read by their shapes.")
+    if inferred and model_config is None and any(isinstance(i, RecurrentLayer) for i in inferred):
+        notes.append(f"{where}: a weights file does not say its activations; Keras 3 defaults were assumed "
+                     f"(sigmoid gates, tanh; GRU reset_after from the bias shape).")
+    items.extend(inferred)
+    return _unique_names(items), notes
+
+
+def _item_path(item) -> str:
+    return item.provenance.get("keras3_path") if isinstance(item, RecurrentLayer) else item.options["keras3_path"]
+
+
+def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, provenance: dict):
+    from ..canonical import OpaqueLayer
+
+    name = cl.config.get("name") or cl.path.rsplit("/", 1)[-1]
+    rnn_config = None
+    if cl.class_name in RECURRENT_CLASSES:
+        rnn_config, cells = cl.config, [f"{cl.path}/cell"]
+    elif cl.class_name == "Bidirectional" and cl.config.get("layer", {}).get("class_name") in RECURRENT_CLASSES:
+        rnn_config = cl.config["layer"].get("config", {})
+        cells = [f"{cl.path}/forward_layer/cell", f"{cl.path}/backward_layer/cell"]
+    if rnn_config is not None:
+        inner_class = cl.class_name if cl.class_name in RECURRENT_CLASSES else cl.config["layer"]["class_name"]
+        cell = RECURRENT_CLASSES[inner_class]
+        missing = [c for c in cells if c not in tree or not tree[c].arrays]
+        if missing:
+            raise FormatError(f"{where}: layer {name!r} ({cl.class_name}) has no variables at {missing[0]}; "
+                              f"the archive is incomplete.")
+        reset_after = bool(rnn_config.get("reset_after", True))
+        where_layer = f"{where}: layer {name!r}"
+        directions = [direction_from_vars(cell, tree[c].arrays, reset_after, where_layer) for c in cells]
+        claimed.update(cells + [cl.path] + [c.rsplit("/", 1)[0] for c in cells])
+        options = {k: rnn_config[k] for k in RNN_OPTIONS if k in rnn_config}
+        if cl.class_name == "Bidirectional":
+            options["merge_mode"] = cl.config.get("merge_mode", "concat")
+        prov = dict(provenance, class_name=cl.class_name, keras3_path=cl.path)
+        if cl.class_name == "Bidirectional":
+            prov["layer_class"] = inner_class
+        return RecurrentLayer(
+            name=name, cell=cell, directions=directions,
+            activations=activations_from_config(cell, rnn_config, 3, where_layer),
+            reset_after=reset_after if cell == "gru" else True, provenance=prov, options=options)
+    owned = [p for p in tree if p == cl.path or p.startswith(cl.path + "/")]
+    claimed.update(owned)
+    weights = [(f"{p[len(cl.path) + 1:] + '/' if p != cl.path else ''}vars/{i}", arr)
+               for p in sorted(owned) for i, arr in enumerate(tree[p].arrays)]
+    if not weights:
+        return None
+    return OpaqueLayer(name, cl.class_name, weights, {"keras3_path": cl.path})
+
+
+def _layer_path(path: str) -> str:
+    """The path of the layer that owns the object at `path` (`layers/x/cell` -> `layers/x`)."""
+    parts = path.split("/")
+    starts = [i for i, p in enumerate(parts[:-1]) if p == "layers"]
+    return "/".join(parts[: starts[-1] + 2]) if starts else parts[0]
+
+
+def _items_without_config(groups: dict[str, VarGroup], where: str, provenance: dict) -> list:
+    from ..canonical import OpaqueLayer
+
+    by_layer: dict[str, list[str]] = {}
+    for path, group in groups.items():
+        if group.arrays:
+            by_layer.setdefault(_layer_path(path), []).append(path)
+    items = []
+    # HDF5 lists groups alphabetically; the data offsets keep the order Keras wrote the layers in.
+    in_file_order = sorted(by_layer.items(), key=lambda kv: (min(groups[p].offset for p in kv[1]), kv[0]))
+    for layer_path, paths in in_file_order:
+        label = groups[layer_path].name if layer_path in groups and groups[layer_path].name else \
+            layer_path.rsplit("/", 1)[-1]
+        kind = sorted(p[len(layer_path):] for p in paths)
+        cells = {"/cell": [layer_path + "/cell"],
+                 "/backward_layer/cell|/forward_layer/cell": [layer_path + "/forward_layer/cell",
+                                                              layer_path + "/backward_layer/cell"]}.get("|".join(kind))
+        found = [infer_cell(groups[c].arrays) for c in cells] if cells else []
+        if found and all(found) and len(set(found)) == 1:
+            cell, reset_after = found[0]
+            where_layer = f"{where}: layer {label!r}"
+            directions = [direction_from_vars(cell, groups[c].arrays, reset_after, where_layer) for c in cells]
+            class_name = "Bidirectional" if len(cells) == 2 else KERAS_CLASS[cell]
+            prov = dict(provenance, class_name=class_name, keras3_path=layer_path)
+            if len(cells) == 2:
+                prov["layer_class"] = KERAS_CLASS[cell]
+            items.append(RecurrentLayer(name=label, cell=cell, directions=directions,
+                                        reset_after=reset_after if cell == "gru" else True, provenance=prov))
+            continue
+        weights = [(f"{p[len(layer_path) + 1:] + '/' if p != layer_path else ''}vars/{i}", arr)
+                   for p in sorted(paths) for i, arr in enumerate(groups[p].arrays)]
+        items.append(OpaqueLayer(label, None, weights, {"keras3_path": layer_path}))
+    return items
+
+
+def _unique_names(items: list) -> list:
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item.name] = seen.get(item.name, 0) + 1
+    for item in items:
+        if seen[item.name] > 1:
+            item.name = _item_path(item)
+    return items
+
+
+def entries_from_bundle(bundle, model_config: dict | None, accept_activation_change: bool = False,
+                        where: str = "") -> tuple[list[VarGroup], list[str]]:
+    """The Keras 3 weights tree of `bundle`: where each layer's variables go, and notes.
+
+    With a Keras 3 config, each layer goes where Keras 3 will look for the config's layer
+    of the same name. Without one, layers keep the path they were read from (a Keras 3
+    source), or take the path Keras 3 gives the same layers in a Sequential or
+    Functional model: `layers/<snake_case class>[_<n>]` in bundle order.
+    """
+    if model_config is not None:
+        return _entries_from_config(bundle, model_config, accept_activation_change, where)
+    notes: list[str] = []
+    entries: list[VarGroup] = []
+    namer = PathNamer("layers")
+    skipped = []
+    for item in bundle.items:
+        if isinstance(item, RecurrentLayer):
+            class_name = "Bidirectional" if item.num_directions == 2 else KERAS_CLASS[item.cell]
+            path = item.provenance.get("keras3_path") or namer.next(class_name)
+            entries.extend(_recurrent_entries(item, path, accept_activation_change))
+            continue
+        if not item.weights:
+            continue
+        path = item.options.get("keras3_path")
+        if path is None:
+            keras_class = _keras3_class(item.class_name)
+            if keras_class is None:
+                skipped.append(item.name)
+                continue
+            path = namer.next(keras_class)
+        entries.extend(_opaque_entries(item, path, item.class_name))
+    if skipped:
+        notes.append(f"left out {len(skipped)} non-recurrent layer(s) with no Keras class "
+                     f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}).")
+    return entries, notes
+
+
+def _keras3_class(class_name: str | None) -> str | None:
+    """The Keras 3 class a Keras 2 (or 3) layer class becomes, None for non-Keras layers."""
+    if not class_name or "." in class_name or class_name.startswith("torch") or class_name[:1].islower():
+        return None
+    return {"CuDNNLSTM": "LSTM", "CuDNNGRU": "GRU", "Model": "Functional"}.get(class_name, class_name)
+
+
+def _recurrent_entries(layer: RecurrentLayer, path: str, accept_activation_change: bool) -> list[VarGroup]:
+    reason = refusal(layer, accept_activation_change)
+    if reason:
+        raise UnsupportedError(reason)
+    cell_name = f"{snake_case(KERAS_CLASS[layer.cell])}_cell"
+    if layer.num_directions == 1:
+        return [VarGroup(path, layer.name), VarGroup(f"{path}/cell", cell_name, direction_to_vars(layer, layer.directions[0]))]
+    out = [VarGroup(path, layer.name)]
+    for side, d in zip(("forward", "backward"), layer.directions):
+        out += [VarGroup(f"{path}/{side}_layer", f"{side}_{layer.name}"),
+                VarGroup(f"{path}/{side}_layer/cell", cell_name, direction_to_vars(layer, d))]
+    return out
+
+
+def _opaque_entries(item, path: str, class_name: str | None) -> list[VarGroup]:
+    """An opaque layer's weights at `path`: Keras 3 relative names kept, Keras 2 ones placed in order."""
+    groups: dict[str, list] = {}
+    relative = all(re.fullmatch(r"([\w/]+/)?vars/\d+", n) for n, _ in item.weights) and "keras3_path" in item.options
+    for i, (wname, arr) in enumerate(item.weights):
+        if relative:
+            owner = wname.rsplit("vars/", 1)[0].rstrip("/")
+        else:
+            owner = SUBOBJECT.get(_keras3_class(class_name) or "", "")
+        groups.setdefault(f"{path}/{owner}" if owner else path, []).append(arr)
+    out = [VarGroup(path, item.name)] if path not in groups else []
+    out += [VarGroup(p, item.name if p == path else None, arrs) for p, arrs in groups.items()]
+    return out
+
+
+def _entries_from_config(bundle, model_config: dict, accept_activation_change: bool,
+                         where: str) -> tuple[list[VarGroup], list[str]]:
+    by_name = {item.name: item for item in bundle.items}
+    used: set[str] = set()
+    entries: list[VarGroup] = []
+    for cl in walk_config(model_config):
+        name = cl.config.get("name")
+        item = by_name.get(name)
+        if cl.class_name in MODEL_CLASSES:
+            entries.append(VarGroup(cl.path, name))
+            continue
+        recurrent = cl.class_name in RECURRENT_CLASSES or (
+            cl.class_name == "Bidirectional" and cl.config.get("layer", {}).get("class_name") in RECURRENT_CLASSES)
+        if recurrent:
+            if not isinstance(item, RecurrentLayer):
+                raise UnsupportedError(f"{where}: the model's layer {name!r} ({cl.class_name}) has no recurrent "
+                                       f"weights in the source (was it left out with --layer?); write .weights.h5 "
+                                       f"instead.")
+            entries.extend(_recurrent_entries(item, cl.path, accept_activation_change))
+        elif item is not None and getattr(item, "weights", None):
+            entries.extend(_opaque_entries(item, cl.path, cl.class_name))
+        else:
+            if cl.class_name in WEIGHTED_CLASSES:
+                raise UnsupportedError(f"{where}: the model's layer {name!r} ({cl.class_name}) has no weights in "
+                                       f"the source; the .keras file would be incomplete.")
+            entries.append(VarGroup(cl.path, name))
+        used.add(name)
+    notes = []
+    extra = [it.name for it in bundle.items if it.name not in used and (isinstance(it, RecurrentLayer) or it.weights)]
+    if extra:
+        notes.append(f"weights of {', '.join(extra)} belong to no layer of the model config and were left out.")
+    return entries, notes
+
+
+WEIGHTED_CLASSES = {"Dense", "Embedding", "Conv1D", "BatchNormalization", "LayerNormalization", "PReLU",
+                    "LSTM", "GRU", "SimpleRNN", "Bidirectional"}

@@ -1,0 +1,158 @@
+"""`.weights.h5`: Keras 3 `model.save_weights` / `model.load_weights` files.
+
+Reading (any Keras 3 release, Windows-written files included): the tree described in
+keras3_layout.py becomes a Bundle. Bundle conventions:
+
+- source: format "keras3-weights", has_architecture False, keras_version None (the file
+  does not say; it is a Keras 3 file).
+- items in file order: a RecurrentLayer for every LSTM / GRU / SimpleRNN cell
+  (Bidirectional: two directions), named by the `name` attribute Keras stores on the
+  layer's `vars` group (the path's last part when absent), with provenance class_name
+  (LSTM, GRU, SimpleRNN or Bidirectional; layer_class for the wrapped class) and
+  keras3_path (the layer's path in the file). A weights file does not say its
+  activations: Keras 3 defaults (sigmoid gates, tanh) are assumed and said so in
+  source["notes"]; a GRU's reset_after follows its bias shape. Every other layer with
+  variables is an OpaqueLayer(name, class_name None, weights named by their path relative
+  to the layer, e.g. `vars/0`, `layer/vars/1`), options["keras3_path"].
+
+Writing: from any bundle. A layer goes where Keras 3 looks for it:
+- a Keras 3 source keeps its paths (a byte-exact round trip);
+- a Keras 2 source with a model config gets the paths of the translated Keras 3 model
+  (the same tree `.keras` writes), so `load_weights` into the equivalent Keras 3 model works;
+- otherwise layers are numbered as Keras 3 numbers the layers of a Sequential or
+  Functional model: `layers/<snake_case class>[_<n>]` in bundle order, e.g. `layers/lstm`,
+  `layers/lstm_1`, `layers/bidirectional`, `layers/dense`. Keras 3 matches by class and
+  order within a class, not by layer name: build the model with the same recurrent (and
+  Dense, Embedding...) layers in the same order. Non-recurrent layers without a Keras
+  class (from torch or ONNX sources) are left out, with a note.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..canonical import Bundle, RecurrentLayer
+from ..errors import FormatError, UnsupportedError
+from ..io import atomic_output
+from . import keras3_layout as layout
+
+
+def read(path: Path, **_options) -> Bundle:
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as h5:
+            return bundle_from_h5(h5, str(path), {"format": "keras3-weights", "has_architecture": False,
+                                                  "keras_version": None})
+    except OSError as exc:
+        raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated.") from None
+
+
+def bundle_from_h5(h5, where: str, source: dict, model_config: dict | None = None) -> Bundle:
+    if "layer_names" in h5.attrs or "model_weights" in h5:
+        raise FormatError(f"{where} is a Keras 2 HDF5 file, not a Keras 3 weights file; name it .h5 to read it.")
+    tree = layout.read_tree(h5, where)
+    if not tree:
+        raise FormatError(f"{where} holds no Keras 3 variables (no `vars` groups).")
+    provenance = {"format": source["format"]}
+    if source.get("keras_version"):
+        provenance["keras_version"] = source["keras_version"]
+    items, notes = layout.items_from_tree(tree, model_config, where, provenance)
+    if notes:
+        source = dict(source, notes=notes)
+    return Bundle(items, source)
+
+
+def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, **_options) -> list[str]:
+    import h5py
+
+    entries, notes = tree_entries(bundle, accept_activation_change)
+    if not any(e.arrays for e in entries):
+        raise UnsupportedError(f"Nothing to write to {path}: the source has no layers Keras 3 can hold.")
+    with atomic_output(Path(path)) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            layout.write_tree(h5, entries)
+    return notes
+
+
+def tree_entries(bundle: Bundle, accept_activation_change: bool) -> tuple[list, list[str]]:
+    """Where every variable goes, using the model's Keras 3 config when the source has one."""
+    notes = list(_activation_notes(bundle, accept_activation_change))
+    config = None
+    fmt = bundle.source.get("format")
+    if bundle.source.get("model_config") and fmt == "keras":
+        config = bundle.source["model_config"]
+    elif bundle.source.get("model_config") and fmt == "keras-h5":
+        from . import keras3_config
+
+        try:
+            config, _ = keras3_config.translate(bundle.source["model_config"],
+                                                {l.name: l for l in bundle.layers}, accept_activation_change)
+        except UnsupportedError as exc:
+            notes.append(f"the model config could not be translated to Keras 3 ({exc.args[0]}); layers are "
+                         f"numbered in order instead.")
+    entries, more = layout.entries_from_bundle(bundle, config, accept_activation_change)
+    return entries, notes + more
+
+
+def _activation_notes(bundle: Bundle, accept_activation_change: bool):
+    """Refuse layers Keras 3 cannot hold; with the change accepted, say how far hard_sigmoid moves each."""
+    for layer in bundle.layers:
+        reason = layout.refusal(layer, accept_activation_change)
+        if reason:
+            raise UnsupportedError(reason)
+        if accept_activation_change and layout.refusal(layer):
+            yield layout.deviation_note(layer)
+
+
+def refusal(layer: RecurrentLayer) -> str | None:
+    return layout.refusal(layer)
+
+
+def run_layer(path: Path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
+    """Run the layer stored in `path` under `layer.name` with Keras 3: x [b, s, in] -> [b, s, dirs, hidden]."""
+    bundle = read(path)
+    stored = _find(bundle, layer.name, path)
+    return run_keras3_layer(stored, x)
+
+
+def _find(bundle: Bundle, name: str, path) -> RecurrentLayer:
+    for item in bundle.layers:
+        if item.name == name:
+            return item
+    if len(bundle.layers) == 1:
+        return bundle.layers[0]
+    raise FormatError(f"{path} has no recurrent layer named {name!r}.")
+
+
+def run_keras3_layer(stored: RecurrentLayer, x: np.ndarray) -> np.ndarray:
+    """Build a Keras 3 layer holding `stored`'s variables as Keras stores them, and run it."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    names = layout.activation_names(stored, accept_activation_change=True)
+    kwargs = dict(units=stored.units, use_bias=stored.has_bias, return_sequences=True, **names)
+    if stored.cell == "gru":
+        kwargs["reset_after"] = stored.reset_after
+    cls = getattr(keras.layers, layout.KERAS_CLASS[stored.cell])
+    inputs = keras.Input((None, stored.input_size), dtype=str(stored.dtype))
+    if stored.num_directions == 2:
+        rnn = keras.layers.Bidirectional(cls(**kwargs), merge_mode=None)
+        outputs = rnn(inputs)
+        cells = [rnn.forward_layer.cell, rnn.backward_layer.cell]
+    else:
+        rnn = cls(**kwargs)
+        outputs = [rnn(inputs)]
+        cells = [rnn.cell]
+    for cell, d in zip(cells, stored.directions):
+        for variable, value in zip(cell.weights, layout.direction_to_vars(stored, d)):
+            variable.assign(value)
+    model = keras.Model(inputs, outputs)
+    ys = model(x.astype(str(stored.dtype)))
+    ys = ys if isinstance(ys, (list, tuple)) else [ys]
+    return np.stack([np.asarray(y) for y in ys], axis=2)
