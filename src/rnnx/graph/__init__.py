@@ -1,0 +1,45 @@
+"""Whole Keras models to ONNX: `export_model(bundle, path, **options)`.
+
+The native engine (default) parses the model's own config (Keras 2 model_config, a
+`model.to_json()` file, or a Keras 3 config.json) into one layer graph and lets one small
+converter per Keras layer class add ONNX nodes (see registry.py and layers/). Recurrent
+layers become real ONNX LSTM / GRU / RNN ops. No TensorFlow is imported.
+
+The tf2onnx engine (`engine="tf2onnx"`) loads the model in tf_keras and hands it to tf2onnx;
+it needs the `tf` extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+
+ENGINES = ("native", "tf2onnx")
+
+__all__ = ["export_model", "ENGINES"]
+
+
+def export_model(bundle, path, opset: int | None = None, time_major: bool = False, engine: str | None = None,
+                 **_ignored) -> list[str]:
+    """Write the whole Keras model held by `bundle` (model_config in bundle.source) to ONNX at `path`.
+
+    Returns notes for the user. Options: opset (default 14), time_major (rank-3 inputs and
+    outputs as [seq, batch, features]), engine ("native" or "tf2onnx").
+    """
+    engine = engine or "native"
+    if engine not in ENGINES:
+        raise UsageError(f"Unknown ONNX engine {engine!r}; choose one of: {', '.join(ENGINES)}.")
+    if engine == "tf2onnx":
+        from .tf2onnx_engine import export_with_tf2onnx
+
+        return export_with_tf2onnx(bundle, Path(path), opset=opset, time_major=time_major)
+    import onnx
+
+    from ..io import atomic_output
+    from .builder import build_model
+
+    model, notes = build_model(bundle, opset=opset, time_major=time_major)
+    with atomic_output(Path(path)) as tmp:
+        onnx.save(model, str(tmp))
+    return notes

@@ -1,0 +1,147 @@
+"""Walk a normalized Keras model (config.py) and let each layer's converter add its ONNX nodes."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+from ..canonical import Bundle
+from ..errors import FormatError, UsageError
+from . import config as keras_config
+from .context import Context, LayerCall, Value
+from .registry import lookup
+
+MIN_OPSET = 13  # Squeeze/Unsqueeze/ReduceSum with axes as inputs, Softmax over one axis
+DEFAULT_OPSET = 14
+INPUT_DTYPES = {"int32": TensorProto.INT32, "int64": TensorProto.INT64, "float64": TensorProto.DOUBLE,
+                "float16": TensorProto.FLOAT16}
+
+
+def build_model(bundle: Bundle, opset: int | None = None, time_major: bool = False) -> tuple[onnx.ModelProto, list]:
+    """The ONNX model computing the whole Keras model of `bundle`, and notes for the user."""
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    latest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= latest:
+        raise UsageError(f"A whole-model ONNX export needs opset {MIN_OPSET} to {latest}; {opset} was asked for.")
+    source = bundle.source
+    if not source.get("model_config"):
+        raise UsageError(f"{source.get('path', 'The file')} holds weights only; give the architecture with "
+                         f"--config model.json (the output of model.to_json()).")
+    model = keras_config.parse_model(source["model_config"])
+    ctx = Context(_weights_by_name(bundle), opset)
+    major = keras_config.keras_major(source)
+    output_names = [_output_name(ref) for ref in model.outputs]
+    for name in output_names:
+        ctx.reserve_output(name)  # so no inner tensor takes an output's name
+    feeds = [_graph_input(ctx, ref.layer, model, time_major) for ref in model.inputs]
+    outputs = _evaluate(ctx, model, "", feeds, major)
+    state_outputs = list(ctx.graph_outputs)  # final states of stateful layers, added while converting
+    ctx.graph_outputs.clear()
+    for name, value in zip(output_names, outputs):
+        out = value.name
+        if time_major and value.rank == 3:
+            out = ctx.op("Transpose", [out], f"{name}_time_major", perm=[1, 0, 2])
+        ctx.add_output(out, name)
+    ordered = ctx.graph_outputs + state_outputs
+    graph = helper.make_graph(ctx.nodes, _graph_name(model.name), ctx.graph_inputs, ordered,
+                              initializer=ctx.initializers)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="rnnx",
+                                   doc_string=f"Keras model {model.name} exported by rnnx")
+    onnx_model.ir_version = min(onnx_model.ir_version, 10)
+    _type_outputs(onnx_model)
+    return onnx_model, ctx.notes
+
+
+def _type_outputs(model: onnx.ModelProto) -> None:
+    """Give every graph output the type and shape ONNX shape inference finds for it."""
+    inferred = onnx.shape_inference.infer_shapes(model).graph.output
+    del model.graph.output[:]
+    model.graph.output.extend(inferred)
+
+
+def _output_name(ref) -> str:
+    return ref.layer if (ref.node_index, ref.tensor_index) == (0, 0) else \
+        f"{ref.layer}:{ref.node_index}:{ref.tensor_index}"
+
+
+def _graph_name(name: str) -> str:
+    return name or "keras_model"
+
+
+def _weights_by_name(bundle: Bundle) -> dict:
+    return _WeightLookup({item.name: item for item in bundle.items})
+
+
+class _WeightLookup(dict):
+    """name -> item; an "outer/inner" name falls back to "inner" when the reader did not nest names."""
+
+    def get(self, name, default=None):
+        if name in self:
+            return self[name]
+        short = name.rsplit("/", 1)[-1]
+        matches = [item for key, item in self.items() if key.rsplit("/", 1)[-1] == short]
+        return matches[0] if len(matches) == 1 else default
+
+
+def _graph_input(ctx: Context, name: str, model: keras_config.ModelSpec, time_major: bool) -> Value:
+    shape = model.input_shapes.get(name)
+    dtype = INPUT_DTYPES.get(model.input_dtypes.get(name, "float32"), TensorProto.FLOAT)
+    if shape is None:
+        ctx.add_input(name, dtype, None)
+        return Value(name)
+    dims = [d if d is not None else ("batch" if k == 0 else f"{name}_dim{k}") for k, d in enumerate(shape)]
+    if time_major and len(dims) == 3:
+        ctx.add_input(name, dtype, [dims[1], dims[0], dims[2]])
+        return Value(ctx.op("Transpose", [name], f"{name}_batch_major", perm=[1, 0, 2]), 3)
+    ctx.add_input(name, dtype, dims)
+    return Value(name, len(dims))
+
+
+def _evaluate(ctx: Context, model: keras_config.ModelSpec, prefix: str, feeds: list[Value],
+              keras_major: int) -> list[Value]:
+    """Convert every call of every layer of `model` once its inputs exist; returns the model's outputs."""
+    if len(feeds) != len(model.inputs):
+        raise FormatError(f"Model {model.name!r} takes {len(model.inputs)} inputs but is called with {len(feeds)}.")
+    tensors = {_key(ref): value for ref, value in zip(model.inputs, feeds)}
+    pending = [(spec, k) for spec in model.layers if spec.class_name != "InputLayer"
+               for k in range(len(spec.calls))]
+    while pending:
+        ready = [(spec, k) for spec, k in pending
+                 if all(_key(r) in tensors for r in spec.calls[k].inputs + spec.calls[k].initial_state)]
+        if not ready:
+            spec, k = pending[0]
+            missing = [r.layer for r in spec.calls[k].inputs if _key(r) not in tensors]
+            raise FormatError(f"Layer {prefix}{spec.name!r} of model {model.name!r} takes tensors no layer "
+                              f"produces ({', '.join(missing)}).")
+        for spec, k in ready:
+            call = spec.calls[k]
+            inputs = [tensors[_key(r)] for r in call.inputs + call.initial_state]
+            for i, value in enumerate(_convert_call(ctx, spec, k, prefix, inputs, keras_major)):
+                tensors[(spec.name, k, i)] = value
+            pending.remove((spec, k))
+    missing = [r for r in model.outputs if _key(r) not in tensors]
+    if missing:
+        raise FormatError(f"Model {model.name!r} names outputs no layer produces: {missing}.")
+    return [tensors[_key(r)] for r in model.outputs]
+
+
+def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list[Value],
+                  keras_major: int) -> list[Value]:
+    if spec.model is not None:
+        return _evaluate(ctx, spec.model, f"{prefix}{spec.name}/", inputs, keras_major)
+    call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index)
+    convert = lookup(spec.class_name, call.name)
+    outputs = convert(ctx, call, inputs)
+    if any(v.mask is not None for v in inputs) and spec.class_name in _MASK_CONSUMERS:
+        note = ("A Keras mask reaches a recurrent layer; it becomes the ONNX sequence_lens (the count of kept "
+                "steps), which is exact for right-padded batches.")
+        if note not in ctx.notes:
+            ctx.notes.append(note)
+    return outputs
+
+
+_MASK_CONSUMERS = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional"}
+
+
+def _key(ref) -> tuple:
+    return (ref.layer, ref.node_index, ref.tensor_index)

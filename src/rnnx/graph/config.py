@@ -1,0 +1,205 @@
+"""Keras 2 and Keras 3 model configs parsed into one normalized layer graph.
+
+Both generations describe a model as layers plus, per layer, the calls made to it
+("inbound nodes"). They spell it differently:
+
+- Keras 2: `{"class_name": "Model"|"Functional"|"Sequential", "config": ...}`; a Sequential
+  config is a list of layers (old) or `{"name", "layers"}`; an inbound node is a list of
+  `[layer_name, node_index, tensor_index, kwargs]`.
+- Keras 3: every object is `{"module", "class_name", "config", ...}`; an inbound node is
+  `{"args": [...], "kwargs": {...}}` whose tensors are `{"class_name": "__keras_tensor__",
+  "config": {"keras_history": [layer_name, node_index, tensor_index]}}`.
+
+The result is a `ModelSpec`: layers (class, config, calls) and the model's input and output
+tensor references. Nested models stay nested here (a layer whose `model` is a ModelSpec);
+the builder inlines them, naming inner layers "outer/inner" like the Keras readers do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import FormatError
+
+MODEL_CLASSES = ("Model", "Functional", "Sequential")
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Output `tensor_index` of call `node_index` of the layer named `layer`."""
+
+    layer: str
+    node_index: int = 0
+    tensor_index: int = 0
+
+
+@dataclass
+class Call:
+    """One call of a layer: its positional tensor inputs and its initial_state tensors."""
+
+    inputs: list[TensorRef]
+    initial_state: list[TensorRef] = field(default_factory=list)
+
+
+@dataclass
+class LayerSpec:
+    name: str  # as written in the config (no nesting prefix)
+    class_name: str
+    config: dict[str, Any]
+    calls: list[Call] = field(default_factory=list)
+    model: "ModelSpec | None" = None  # set for a nested model
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    layers: list[LayerSpec]
+    inputs: list[TensorRef]
+    outputs: list[TensorRef]
+    input_shapes: dict[str, list | None]  # input layer name -> batch shape (None = unknown)
+    input_dtypes: dict[str, str]
+    sequential: bool = False
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise FormatError(f"The model config refers to a layer {name!r} that it does not define.")
+
+
+def keras_major(source: dict) -> int:
+    """Which Keras generation wrote the model: decides hard_sigmoid and a few defaults."""
+    if source.get("format") == "keras":
+        return 3
+    version = str(source.get("keras_version") or "")
+    if version[:1].isdigit():
+        return int(version.split(".")[0]) if version.split(".")[0].isdigit() else 2
+    config = source.get("model_config") or {}
+    return 3 if isinstance(config, dict) and "module" in config else 2
+
+
+def parse_model(config: dict) -> ModelSpec:
+    """A model config (Keras 2 model_config / to_json, or Keras 3 config.json) as a ModelSpec."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise FormatError("The model config is not a Keras model description (no class_name at its top).")
+    class_name = config["class_name"]
+    if class_name not in MODEL_CLASSES:
+        raise FormatError(f"The model config describes a {class_name}, not a Sequential or functional model.")
+    body = config.get("config")
+    if class_name == "Sequential":
+        return _parse_sequential(body, config)
+    return _parse_functional(body)
+
+
+def is_model(layer_config: dict) -> bool:
+    return layer_config.get("class_name") in MODEL_CLASSES
+
+
+def _parse_sequential(body, outer: dict) -> ModelSpec:
+    if isinstance(body, list):  # Keras 2.0 - 2.2: the layer list itself
+        name, layer_configs, build_shape = "sequential", body, None
+    else:
+        name = body.get("name", "sequential")
+        layer_configs = body.get("layers", [])
+        build_shape = body.get("build_input_shape") or (outer.get("build_config") or {}).get("input_shape")
+    layers: list[LayerSpec] = []
+    input_shape, input_dtype = build_shape, "float32"
+    for k, entry in enumerate(layer_configs):
+        spec = _layer_spec(entry)
+        if spec.class_name == "InputLayer":
+            input_shape = _batch_shape(spec.config) or input_shape
+            input_dtype = _dtype_name(spec.config.get("dtype")) or input_dtype
+            continue
+        if not layers:
+            shape = _batch_shape(spec.config)
+            if shape is not None:
+                input_shape = shape
+            dtype = _dtype_name(spec.config.get("dtype"))
+            if dtype and spec.class_name != "Embedding":
+                input_dtype = dtype
+        layers.append(spec)
+    input_name = f"{name}_input"
+    previous = TensorRef(input_name)
+    for spec in layers:
+        spec.calls = [Call([previous])]
+        previous = TensorRef(spec.name)
+    input_layer = LayerSpec(input_name, "InputLayer", {"name": input_name})
+    return ModelSpec(name, [input_layer, *layers], [TensorRef(input_name)], [previous],
+                     {input_name: _as_list(input_shape)}, {input_name: input_dtype}, sequential=True)
+
+
+def _parse_functional(body: dict) -> ModelSpec:
+    if not isinstance(body, dict) or "layers" not in body:
+        raise FormatError("The functional model config has no 'layers' list.")
+    layers = [_layer_spec(entry) for entry in body["layers"]]
+    for spec, entry in zip(layers, body["layers"]):
+        spec.calls = [_parse_call(node) for node in entry.get("inbound_nodes", [])]
+    shapes, dtypes = {}, {}
+    for spec in layers:
+        if spec.class_name == "InputLayer":
+            shapes[spec.name] = _as_list(_batch_shape(spec.config))
+            dtypes[spec.name] = _dtype_name(spec.config.get("dtype")) or "float32"
+    return ModelSpec(body.get("name", "model"), layers, _refs(body.get("input_layers", [])),
+                     _refs(body.get("output_layers", [])), shapes, dtypes)
+
+
+def _layer_spec(entry: dict) -> LayerSpec:
+    if not isinstance(entry, dict) or "class_name" not in entry:
+        raise FormatError("A layer in the model config has no class_name.")
+    config = entry.get("config") or {}
+    name = entry.get("name") or config.get("name")
+    if not name:
+        raise FormatError(f"A {entry['class_name']} layer in the model config has no name.")
+    spec = LayerSpec(name, entry["class_name"], config)
+    if is_model(entry):
+        spec.model = parse_model(entry)
+    return spec
+
+
+def _refs(raw) -> list[TensorRef]:
+    if raw and isinstance(raw[0], str):  # Keras 3 writes a single tensor as one flat triple
+        raw = [raw]
+    return [TensorRef(r[0], int(r[1]), int(r[2])) for r in raw]
+
+
+def _parse_call(node) -> Call:
+    if isinstance(node, dict):  # Keras 3
+        inputs = _keras3_tensors(node.get("args", []))
+        kwargs = node.get("kwargs") or {}
+        return Call(inputs, _keras3_tensors(kwargs.get("initial_state") or []))
+    # Keras 2: [[name, node_index, tensor_index, kwargs], ...]; extra tensors of a recurrent call
+    # are its initial states (tf_keras appends them to the call's inputs).
+    return Call([TensorRef(item[0], int(item[1]), int(item[2])) for item in node])
+
+
+def _keras3_tensors(value) -> list[TensorRef]:
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            history = value["config"]["keras_history"]
+            return [TensorRef(history[0], int(history[1]), int(history[2]))]
+        return []
+    if isinstance(value, (list, tuple)):
+        return [ref for item in value for ref in _keras3_tensors(item)]
+    return []
+
+
+def _batch_shape(config: dict):
+    for key in ("batch_shape", "batch_input_shape"):
+        if config.get(key) is not None:
+            return config[key]
+    if config.get("input_shape") is not None:
+        return [None, *config["input_shape"]]
+    return None
+
+
+def _as_list(shape):
+    return None if shape is None else list(shape)
+
+
+def _dtype_name(dtype) -> str | None:
+    if isinstance(dtype, str):
+        return dtype
+    if isinstance(dtype, dict):  # Keras 3 DTypePolicy
+        return (dtype.get("config") or {}).get("name")
+    return None

@@ -1,0 +1,1 @@
+"""Layer converters, one module per family; importing a module registers its converters."""

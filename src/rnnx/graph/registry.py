@@ -1,0 +1,57 @@
+"""The layer-converter registry: one small function per Keras layer class.
+
+    @converter("Dense")
+    def dense(ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Value]: ...
+
+A class registered twice raises at import time; a class with no converter raises
+UnsupportedError naming the layer and pointing at the tf2onnx engine.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import UnsupportedError
+
+Converter = Callable  # (ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Value]
+
+CONVERTERS: dict[str, Converter] = {}
+TF2ONNX_HINT = ("The tf2onnx engine may convert it: rnnx convert SRC DST.onnx --engine tf2onnx "
+                "(needs the tf extra: pip install 'rnnx[tf]').")
+
+
+def converter(*class_names: str):
+    """Register the decorated function as the converter of each Keras class in `class_names`."""
+
+    def register(fn: Converter) -> Converter:
+        for name in class_names:
+            if name in CONVERTERS:
+                raise ValueError(f"a converter for Keras layer class {name!r} is already registered "
+                                 f"({CONVERTERS[name].__module__}.{CONVERTERS[name].__name__})")
+            CONVERTERS[name] = fn
+        return fn
+
+    return register
+
+
+def lookup(class_name: str, layer_name: str) -> Converter:
+    _load_families()
+    try:
+        return CONVERTERS[class_name]
+    except KeyError:
+        pass
+    if class_name == "Lambda":
+        what = "a Lambda layer: its Python code is not in the file and rnnx never runs code from a file"
+    else:
+        what = f"a {class_name} layer, which rnnx's native ONNX export does not know (custom or unsupported)"
+    raise UnsupportedError(f"Layer {layer_name!r} is {what}. {TF2ONNX_HINT}")
+
+
+def supported() -> list[str]:
+    _load_families()
+    return sorted(CONVERTERS)
+
+
+def _load_families() -> None:
+    # Importing the family modules runs their @converter registrations.
+    from .layers import conv, core, dense, embedding, merge, norm, recurrent, shape, wrappers  # noqa: F401
