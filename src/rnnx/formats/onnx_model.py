@@ -29,7 +29,7 @@ exporter, rnnx.graph.export_model, unless one layer is asked for.
 from __future__ import annotations
 
 import json
-import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -54,7 +54,8 @@ _MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one serialized model
 def read(path: Path, **_options) -> Bundle:
     model = load_model(path)
     base = Path(path).resolve().parent
-    layers = [_layer_of(found, base, path) for found in recurrent_nodes(model)]
+    with _located(path):
+        layers = [_layer_of(found, base) for found in recurrent_nodes(model)]
     source = {"format": "onnx", "producer": f"{model.producer_name} {model.producer_version}".strip(),
               "opset": default_opset(model), "has_architecture": False}
     try:
@@ -87,8 +88,22 @@ def load_model(path: Path) -> onnx.ModelProto:
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise FormatError(f"{path} is not an ONNX model (no IR version, graph or opset found); "
                           f"it may be truncated or another kind of file.")
-    check_external_data(model, path)
+    with _located(path):
+        check_external_data(model, path)
     return model
+
+
+@contextmanager
+def _located(path):
+    """Prefix the file name to errors about one node; turn what malformed input trips into FormatError."""
+    try:
+        yield
+    except (FormatError, UnsupportedError) as exc:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        raise type(exc)(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, UnicodeError) as exc:
+        raise FormatError(f"{path}: the model is inconsistent ({type(exc).__name__}: {exc}); it may be "
+                          f"damaged.") from None
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:
@@ -230,7 +245,7 @@ def node_attributes(node: onnx.NodeProto) -> dict:
     return out
 
 
-def node_weights(found: FoundNode, base: Path, path) -> onnx_nodes.OnnxWeights:
+def node_weights(found: FoundNode, base: Path) -> onnx_nodes.OnnxWeights:
     """W, R, B, P of a recurrent node as numpy arrays (B, P None when absent)."""
     node = found.node
 
@@ -238,19 +253,19 @@ def node_weights(found: FoundNode, base: Path, path) -> onnx_nodes.OnnxWeights:
         if len(node.input) <= index or not node.input[index]:
             return None
         proto = found.scope.constant(node.input[index], found.name, role)
-        return _to_array(proto, base, path, found.name, role)
+        return _to_array(proto, base, found.name, role)
 
     W, R = tensor(1, "W"), tensor(2, "R")
     if W is None or R is None:
-        raise FormatError(f"{path}: node {found.name!r} has no W or R input.")
+        raise FormatError(f"node {found.name!r} has no W or R input.")
     return onnx_nodes.OnnxWeights(W, R, tensor(3, "B"), tensor(7, "P") if node.op_type == "LSTM" else None)
 
 
 _FLOAT_TYPES = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2}
 
 
-def _to_array(proto: onnx.TensorProto, base: Path, path, owner: str, role: str) -> np.ndarray:
-    where = f"{path}: node {owner!r}: {role}"
+def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.ndarray:
+    where = f"node {owner!r}: {role}"
     if proto.data_type not in _FLOAT_TYPES:
         raise FormatError(f"{where} holds {TensorProto.DataType.Name(proto.data_type)} values, not floats.")
     dims = list(proto.dims)
@@ -280,8 +295,8 @@ def _to_array(proto: onnx.TensorProto, base: Path, path, owner: str, role: str) 
     return np.ascontiguousarray(array)
 
 
-def _layer_of(found: FoundNode, base: Path, path) -> RecurrentLayer:
-    weights = node_weights(found, base, path)
+def _layer_of(found: FoundNode, base: Path) -> RecurrentLayer:
+    weights = node_weights(found, base)
     attributes = node_attributes(found.node)
     provenance = {"format": "onnx", "class_name": found.node.op_type, "node": found.node.name,
                   "graph": found.graph_path}
@@ -290,11 +305,8 @@ def _layer_of(found: FoundNode, base: Path, path) -> RecurrentLayer:
     options = {}
     if attributes.get("layout"):
         options["layout"] = int(attributes["layout"])
-    try:
-        return onnx_nodes.layer_from_onnx(found.name, found.node.op_type, weights.W, weights.R, weights.B,
-                                          weights.P, attributes, provenance, options)
-    except (FormatError, UnsupportedError) as exc:
-        raise type(exc)(f"{path}: {exc.args[0]}") from None
+    return onnx_nodes.layer_from_onnx(found.name, found.node.op_type, weights.W, weights.R, weights.B,
+                                      weights.P, attributes, provenance, options)
 
 
 # ======================================================================================
@@ -501,13 +513,14 @@ def run_layer(path: Path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
     """
     path = Path(path)
     model = load_model(path)
-    found = _find_node(model, layer.name, path)
-    single = single_node_model(found, path.resolve().parent, path, default_opset(model))
-    Y = run_single_node(single, np.swapaxes(np.asarray(x), 0, 1), f"{path}: node {found.name!r}")
+    with _located(path):
+        found = _find_node(model, layer.name)
+        single = single_node_model(found, path.resolve().parent, default_opset(model))
+        Y = run_single_node(single, np.swapaxes(np.asarray(x), 0, 1), f"node {found.name!r}")
     return np.transpose(Y, (2, 0, 1, 3))
 
 
-def _find_node(model: onnx.ModelProto, name: str, path: Path) -> FoundNode:
+def _find_node(model: onnx.ModelProto, name: str) -> FoundNode:
     found = recurrent_nodes(model)
     for candidate in found:
         if candidate.name == name:
@@ -516,13 +529,13 @@ def _find_node(model: onnx.ModelProto, name: str, path: Path) -> FoundNode:
         if any(out in (f"{name}_Y", f"{name}/Y") for out in candidate.node.output):
             return candidate
     known = ", ".join(f.name for f in found) or "none"
-    raise FormatError(f"{path} has no recurrent node for layer {name!r}; its recurrent nodes are: {known}.")
+    raise FormatError(f"there is no recurrent node for layer {name!r}; the recurrent nodes are: {known}.")
 
 
-def single_node_model(found: FoundNode, base: Path, path, opset: int | None) -> onnx.ModelProto:
+def single_node_model(found: FoundNode, base: Path, opset: int | None) -> onnx.ModelProto:
     """The node `found` alone: input X [seq, batch, in] (layout 0), its constant weights, output Y."""
     node = found.node
-    weights = node_weights(found, base, path)
+    weights = node_weights(found, base)
     attrs = {k: v for k, v in node_attributes(node).items() if k not in ("layout", "output_sequence")}
     tensors = {"W": weights.W, "R": weights.R, "B": weights.B, "P": weights.P}
     inits = [numpy_helper.from_array(a, k) for k, a in tensors.items() if a is not None]
