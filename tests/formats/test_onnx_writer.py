@@ -136,3 +136,13 @@ def test_bad_opset_is_a_usage_error_and_leaves_no_file(tmp_path):
     with pytest.raises(UsageError, match="opset"):
         rnnx.save(_bundle(), tmp_path / "m.onnx", opset=5)
     assert list(tmp_path.iterdir()) == []
+def test_bundle_with_architecture_goes_to_the_whole_model_exporter(fixtures, tmp_path):
+    """A full Keras model file (has_architecture) without --layer is written by rnnx.graph as one model."""
+    src = fixtures / "keras2" / "cudnn_stack_full.h5"
+    assert rnnx.load(src).source["has_architecture"]
+    rnnx.convert(src, tmp_path / "whole.onnx")
+    model = onnx.load(tmp_path / "whole.onnx")
+    outputs = [o.name for o in model.graph.output]
+    assert not any(name.endswith("_Y") for name in outputs)  # not the per-layer model
+    rnnx.convert(src, tmp_path / "one.onnx", layer="gru_b")
+    assert [o.name for o in onnx.load(tmp_path / "one.onnx").graph.output] == ["Y", "Y_h"]
