@@ -93,6 +93,38 @@ def _tanh_shrink(ctx: Context, x: str, hint: str) -> str:
     return ctx.op("Sub", [x, ctx.op("Tanh", [x], hint)], hint)
 
 
+@_register("squareplus")
+def _squareplus(ctx: Context, x: str, hint: str) -> str:  # (x + sqrt(x^2 + 4)) / 2
+    root = ctx.op("Sqrt", [ctx.op("Add", [ctx.op("Mul", [x, x], hint), ctx.scalar(4.0)], hint)], hint)
+    return ctx.op("Mul", [ctx.op("Add", [x, root], hint), ctx.scalar(0.5)], hint)
+
+
+@_register("sparse_plus")
+def _sparse_plus(ctx: Context, x: str, hint: str) -> str:  # 0 below -1, (x + 1)^2 / 4 inside, x above 1
+    shifted = ctx.op("Add", [x, ctx.scalar(1.0)], hint)
+    inside = ctx.op("Mul", [ctx.op("Mul", [shifted, shifted], hint), ctx.scalar(0.25)], hint)
+    upper = ctx.op("Where", [ctx.op("Less", [x, ctx.scalar(1.0)], hint), inside, x], hint)
+    low = ctx.op("LessOrEqual", [x, ctx.scalar(-1.0)], hint)
+    return ctx.op("Where", [low, ctx.op("Mul", [x, ctx.scalar(0.0)], hint), upper], hint)
+
+
+@_register("soft_shrink")
+def _soft_shrink(ctx: Context, x: str, hint: str) -> str:
+    return ctx.op("Shrink", [x], hint, lambd=0.5, bias=0.5)
+
+
+@_register("hard_shrink")
+def _hard_shrink(ctx: Context, x: str, hint: str) -> str:
+    return ctx.op("Shrink", [x], hint, lambd=0.5, bias=0.0)
+
+
+@_register("glu")
+def _glu(ctx: Context, x: str, hint: str) -> str:  # first half * sigmoid(second half) of the last axis
+    extra = {"num_outputs": 2} if ctx.opset >= 18 else {}
+    first, second = ctx.node("Split", [x], hint, 2, axis=-1, **extra)
+    return ctx.op("Mul", [first, ctx.op("Sigmoid", [second], hint)], hint)
+
+
 def hard_sigmoid(ctx: Context, x: str, hint: str, keras_major: int) -> str:
     act = HARD_SIGMOID_KERAS2 if keras_major < 3 else HARD_SIGMOID_KERAS3
     return ctx.op("HardSigmoid", [x], hint, alpha=act.alpha, beta=act.beta)

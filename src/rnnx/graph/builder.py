@@ -106,8 +106,7 @@ def _evaluate(ctx: Context, model: keras_config.ModelSpec, prefix: str, feeds: l
     pending = [(spec, k) for spec in model.layers if spec.class_name != "InputLayer"
                for k in range(len(spec.calls))]
     while pending:
-        ready = [(spec, k) for spec, k in pending
-                 if all(_key(r) in tensors for r in spec.calls[k].inputs + spec.calls[k].initial_state)]
+        ready = [(spec, k) for spec, k in pending if all(_key(r) in tensors for r in spec.calls[k].tensors)]
         if not ready:
             spec, k = pending[0]
             missing = [r.layer for r in spec.calls[k].inputs if _key(r) not in tensors]
@@ -116,8 +115,12 @@ def _evaluate(ctx: Context, model: keras_config.ModelSpec, prefix: str, feeds: l
         for spec, k in ready:
             call = spec.calls[k]
             inputs = [tensors[_key(r)] for r in call.inputs + call.initial_state]
-            for i, value in enumerate(_convert_call(ctx, spec, k, prefix, inputs, keras_major)):
-                tensors[(spec.name, k, i)] = value
+            for j, mask in enumerate(call.masks[:len(call.inputs)]):
+                if mask is not None:  # a mask Keras 3 passed explicitly wins over the propagated one
+                    inputs[j] = inputs[j].derive(inputs[j].name, mask=tensors[_key(mask)].name)
+            operands = [tensors[_key(a)] if isinstance(a, keras_config.TensorRef) else a for a in call.operands]
+            for i, value in enumerate(_convert_call(ctx, spec, k, prefix, inputs, keras_major, operands)):
+                tensors[(spec.name, k + spec.node_offset, i)] = value
             pending.remove((spec, k))
     missing = [r for r in model.outputs if _key(r) not in tensors]
     if missing:
@@ -126,10 +129,10 @@ def _evaluate(ctx: Context, model: keras_config.ModelSpec, prefix: str, feeds: l
 
 
 def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list[Value],
-                  keras_major: int) -> list[Value]:
+                  keras_major: int, operands: list) -> list[Value]:
     if spec.model is not None:
         return _evaluate(ctx, spec.model, f"{prefix}{spec.name}/", inputs, keras_major)
-    call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index)
+    call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands)
     convert = lookup(spec.class_name, call.name)
     outputs = convert(ctx, call, inputs)
     if any(v.mask is not None for v in inputs) and spec.class_name in _MASK_CONSUMERS:

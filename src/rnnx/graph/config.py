@@ -36,10 +36,19 @@ class TensorRef:
 
 @dataclass
 class Call:
-    """One call of a layer: its positional tensor inputs and its initial_state tensors."""
+    """One call of a layer: its positional tensor inputs, its initial_state tensors, the masks
+    passed explicitly (Keras 3 records them; None where an input has none) and the positional
+    arguments in order, constants included (Keras 3 ops such as NotEqual(x, 0))."""
 
     inputs: list[TensorRef]
     initial_state: list[TensorRef] = field(default_factory=list)
+    masks: list[TensorRef | None] = field(default_factory=list)
+    operands: list = field(default_factory=list)
+
+    @property
+    def tensors(self) -> list[TensorRef]:
+        """Every tensor this call needs before it can run."""
+        return self.inputs + self.initial_state + [m for m in self.masks if m is not None]
 
 
 @dataclass
@@ -49,6 +58,7 @@ class LayerSpec:
     config: dict[str, Any]
     calls: list[Call] = field(default_factory=list)
     model: "ModelSpec | None" = None  # set for a nested model
+    node_offset: int = 0  # node index (in references) of calls[0]; 1 for most nested models
 
 
 @dataclass
@@ -135,6 +145,8 @@ def _parse_functional(body: dict) -> ModelSpec:
     layers = [_layer_spec(entry) for entry in body["layers"]]
     for spec, entry in zip(layers, body["layers"]):
         spec.calls = [_parse_call(node) for node in entry.get("inbound_nodes", [])]
+        if spec.model is not None:
+            spec.node_offset = _node_offset(spec, entry)
     shapes, dtypes = {}, {}
     for spec in layers:
         if spec.class_name == "InputLayer":
@@ -157,6 +169,18 @@ def _layer_spec(entry: dict) -> LayerSpec:
     return spec
 
 
+def _node_offset(spec: LayerSpec, entry: dict) -> int:
+    """Where a nested model's calls start in node indices: Keras counts a functional model's own
+    internal node first (Keras 3: Functional only; Keras 2: Functional, and Sequential models that
+    know their input shape, being functional there)."""
+    keras3 = "module" in entry or any(isinstance(n, dict) for n in entry.get("inbound_nodes", []))
+    if spec.class_name != "Sequential":
+        return 1
+    if keras3:
+        return 0
+    return 1 if spec.model.input_shapes.get(spec.model.inputs[0].layer) is not None else 0
+
+
 def _refs(raw) -> list[TensorRef]:
     if raw and isinstance(raw[0], str):  # Keras 3 writes a single tensor as one flat triple
         raw = [raw]
@@ -165,9 +189,14 @@ def _refs(raw) -> list[TensorRef]:
 
 def _parse_call(node) -> Call:
     if isinstance(node, dict):  # Keras 3
-        inputs = _keras3_tensors(node.get("args", []))
+        args = node.get("args", [])
+        inputs = _keras3_tensors(args)
         kwargs = node.get("kwargs") or {}
-        return Call(inputs, _keras3_tensors(kwargs.get("initial_state") or []))
+        mask = kwargs.get("mask")
+        masks = [(_keras3_tensors(m) or [None])[0] for m in (mask if isinstance(mask, list) else [mask])]
+        operands = [(_keras3_tensors(a) or [None])[0] if isinstance(a, dict) else a for a in args]
+        return Call(inputs, _keras3_tensors(kwargs.get("initial_state") or []),
+                    masks if any(masks) else [], operands)
     # Keras 2: [[name, node_index, tensor_index, kwargs], ...]; extra tensors of a recurrent call
     # are its initial states (tf_keras appends them to the call's inputs).
     return Call([TensorRef(item[0], int(item[1]), int(item[2])) for item in node])

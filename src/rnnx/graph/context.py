@@ -41,6 +41,7 @@ class LayerCall:
     config: dict[str, Any]
     keras_major: int
     node_index: int = 0
+    operands: list = field(default_factory=list)  # positional arguments: Values and constants (Keras 3 ops)
 
     @property
     def scope(self) -> str:
@@ -175,9 +176,28 @@ class Context:
         return item
 
     def _item(self, call: LayerCall):
-        item = self.weights.get(call.name)
+        item = self.weights.get(call.name) or self._nested_weights(call.name)
         if item is None:
             raise FormatError(
                 f"The model config names a layer {call.name!r} ({call.class_name}) whose weights are not in "
                 f"the file.")
         return item
+
+    def _nested_weights(self, name: str) -> OpaqueLayer | None:
+        """The weights of layer "outer/.../inner" of a nested model kept in the outer group.
+
+        A Keras 2 file stores a nested model as one group; the reader keeps its non-recurrent
+        weights together (named "outer" or "outer/rest") under their stored names
+        ("inner/kernel:0"), so the layer's own are the ones whose name starts with "inner/".
+        """
+        parts = name.split("/")
+        if len(parts) < 2:
+            return None
+        inner = parts[-1]
+        for group in (f"{parts[0]}/rest", parts[0]):
+            item = self.weights.get(group)
+            if isinstance(item, OpaqueLayer):
+                mine = [(n, w) for n, w in item.weights if n.split("/")[0] == inner]
+                if mine:
+                    return OpaqueLayer(name, None, mine)
+        return None
