@@ -135,13 +135,6 @@ def test_projection_is_refused_with_a_pointer_to_a_target_that_holds_it():
     assert onnx_model.refusal(layer) is None
 
 
-def test_reverse_only_node_is_refused_not_misread():
-    layer = random_layer("gru")
-    w = onnx_nodes.onnx_weights(layer)
-    with pytest.raises(UnsupportedError, match="reverse"):
-        onnx_nodes.layer_from_onnx("n", "GRU", w.W, w.R, w.B, None, {"direction": "reverse", "hidden_size": 4})
-
-
 @pytest.mark.parametrize("opset", [0, 6, 10_000])
 def test_opsets_outside_the_range_are_a_usage_error(opset):
     with pytest.raises(UsageError, match="opset"):

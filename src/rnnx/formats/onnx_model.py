@@ -386,7 +386,9 @@ def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: b
     for layer in bundle.layers:
         onnx_nodes.check_expressible(layer)
     units = stacks(bundle.layers)
-    notes = []
+    notes = [f"layer {l.name!r} runs backwards in time (go_backwards): its node has direction=reverse and, "
+             f"as ONNX does, Y[t] is the output at input step t (Keras returns that sequence reversed)"
+             for l in bundle.layers if _runs_backwards(l)]
     with_states = opset >= MIN_OPSET_OPTIONAL_STATES
     if not with_states:
         notes.append(f"opset {opset} has no Expand, so initial states are not graph inputs (they start at "
@@ -424,6 +426,10 @@ def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: b
 def _io_names(unit: str, plain: bool) -> dict[str, str]:
     keys = ("X", "Y", "Y_h", "Y_c", "initial_h", "initial_c")
     return {k: k if plain else f"{unit}_{k}" for k in keys}
+
+
+def _runs_backwards(layer: RecurrentLayer) -> bool:
+    return layer.num_directions == 1 and bool(layer.options.get("go_backwards"))
 
 
 def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: bool, with_states: bool) -> dict:
@@ -468,7 +474,7 @@ def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: boo
         names = (f"{prefix}_Y", io["Y_h"] if single else f"{prefix}_Y_h", io["Y_c"] if single else f"{prefix}_Y_c")
         emitted = onnx_nodes.emit_layer(layer, x, prefix, opset, initial_h=per_layer.get("initial_h"),
                                         initial_c=per_layer.get("initial_c"), batch_first=(k == 0 and not time_major),
-                                        outputs=names)
+                                        outputs=names, reverse=_runs_backwards(layer))
         nodes += emitted.nodes
         inits += emitted.initializers
         finals_h.append(emitted.Y_h)
@@ -510,6 +516,7 @@ def run_layer(path: Path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
 
     The node is copied as it is written (attributes and constant weights) into a one-node model
     and run in onnxruntime, so what is checked is the file's own node, not a re-export of it.
+    A direction="reverse" node (Keras go_backwards) is run forward: the cell is what is checked.
     """
     path = Path(path)
     model = load_model(path)
@@ -537,6 +544,8 @@ def single_node_model(found: FoundNode, base: Path, opset: int | None) -> onnx.M
     node = found.node
     weights = node_weights(found, base)
     attrs = {k: v for k, v in node_attributes(node).items() if k not in ("layout", "output_sequence")}
+    if attrs.get("direction") == "reverse":
+        attrs["direction"] = "forward"  # the cell is what is verified; its reading order is the caller's
     tensors = {"W": weights.W, "R": weights.R, "B": weights.B, "P": weights.P}
     inits = [numpy_helper.from_array(a, k) for k, a in tensors.items() if a is not None]
     # X W R B sequence_lens initial_h initial_c P: states and lengths left out

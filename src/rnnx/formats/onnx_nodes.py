@@ -20,7 +20,8 @@ Arrays and attributes
 
 Emitting a node
     emit_layer(layer, x, prefix, opset=14, *, sequence_lens=None, initial_h=None,
-               initial_c=None, batch_first=False, node_name=None) -> EmittedLayer
+               initial_c=None, batch_first=False, node_name=None, outputs=None,
+               reverse=False) -> EmittedLayer
         One LSTM / GRU / RNN node (never a Loop), layout 0, plus its weight initializers
         named f"{prefix}_W", f"{prefix}_R", f"{prefix}_B", f"{prefix}_P". `x` is the name
         of the input tensor, time-major [seq, batch, in]; with batch_first=True it is
@@ -190,8 +191,10 @@ def layer_from_onnx(name: str, op_type: str, W: np.ndarray, R: np.ndarray, B: np
                     provenance: dict | None = None, options: dict | None = None) -> RecurrentLayer:
     """The canonical layer an ONNX LSTM / GRU / RNN node with these constant tensors computes.
 
-    `attributes` maps attribute names to plain Python values (strings decoded). Raises
-    FormatError (inconsistent shapes) or UnsupportedError (direction="reverse").
+    `attributes` maps attribute names to plain Python values (strings decoded). A node with
+    direction="reverse" becomes a one-direction layer with options["go_backwards"] = True (the
+    cell is the same; only the order it reads the sequence in differs). Raises FormatError
+    (inconsistent shapes) or UnsupportedError (activations rnnx cannot hold).
     """
     attributes = dict(attributes or {})
     cell = CELL_OF_OP[op_type]
@@ -199,10 +202,10 @@ def layer_from_onnx(name: str, op_type: str, W: np.ndarray, R: np.ndarray, B: np
     direction = attributes.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise FormatError(f"{where}: unknown direction {direction!r}.")
-    if direction == "reverse":
-        raise UnsupportedError(
-            f"{where} runs in reverse only; rnnx's canonical form holds forward and bidirectional layers.")
     D = 2 if direction == "bidirectional" else 1
+    options = dict(options or {})
+    if direction == "reverse":  # the cell runs over the sequence from its end, as Keras go_backwards does
+        options["go_backwards"] = True
     G = gates.gate_count(cell)
     if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D or W.shape[1] % G:
         raise FormatError(f"{where}: W {list(W.shape)} and R {list(R.shape)} do not fit {D} direction(s) "
@@ -238,7 +241,7 @@ def layer_from_onnx(name: str, op_type: str, W: np.ndarray, R: np.ndarray, B: np
             reset_after=bool(attributes.get("linear_before_reset", 0)) if cell == "gru" else True,
             clip=None if attributes.get("clip") is None else _exact_float(attributes["clip"]),
             input_forget=bool(attributes.get("input_forget", 0)),
-            provenance=dict(provenance or {}), options=dict(options or {}))
+            provenance=dict(provenance or {}), options=options)
     except ValueError as exc:
         raise FormatError(f"{where}: {exc}.") from None
 
@@ -304,14 +307,20 @@ def check_opset(opset: int) -> int:
 def emit_layer(layer: RecurrentLayer, x: str, prefix: str, opset: int = DEFAULT_OPSET, *,
                sequence_lens: str | None = None, initial_h: str | None = None, initial_c: str | None = None,
                batch_first: bool = False, node_name: str | None = None,
-               outputs: tuple[str, str, str | None] | None = None) -> EmittedLayer:
+               outputs: tuple[str, str, str | None] | None = None, reverse: bool = False) -> EmittedLayer:
     """One ONNX recurrent node computing `layer` on tensor `x` (see the module docstring).
 
-    `outputs` overrides the names of Y, Y_h, Y_c (default f"{prefix}_Y", ...).
+    `outputs` overrides the names of Y, Y_h, Y_c (default f"{prefix}_Y", ...). reverse=True
+    (one-direction layers) writes direction="reverse": the node reads the sequence from its end
+    and, as ONNX does, stores Y[t] at the input's time index t.
     """
     check_opset(opset)
     weights = onnx_weights(layer)
     attrs = onnx_attributes(layer)
+    if reverse:
+        if layer.num_directions != 1:
+            raise UsageError(f"Layer {layer.name!r} is bidirectional; reverse applies to one-direction layers.")
+        attrs["direction"] = "reverse"
     nodes: list[onnx.NodeProto] = []
     if batch_first:
         nodes.append(helper.make_node("Transpose", [x], [f"{prefix}_X_time_major"], name=f"{prefix}_X_transpose",
