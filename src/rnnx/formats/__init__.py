@@ -79,7 +79,9 @@ def for_reading(path: Path) -> Format:
     if head[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as zf:
-                members = set(zf.namelist())
+                # Windows-made archives may spell member paths with backslashes or a leading ".\"
+                members = {"/".join(p for p in m.replace("\\", "/").split("/") if p not in ("", "."))
+                           for m in zf.namelist()}
         except zipfile.BadZipFile as exc:
             raise FormatError(f"{path} looks like a zip archive but cannot be opened ({exc}).") from None
         if "config.json" in members and any(m.endswith(".weights.h5") or m.endswith(".h5") for m in members):

@@ -12,9 +12,9 @@ claimed than the archive holds is refused before anything is read. Bundle conven
 - items in the order of the config's layers (nested models flattened): a RecurrentLayer
   per LSTM / GRU / SimpleRNN layer and per Bidirectional wrapping one, named by the
   Keras layer name (config name), activations and reset_after from the config,
-  provenance class_name (the Keras class: LSTM, GRU, SimpleRNN or Bidirectional, with
-  layer_class for the wrapped class), keras_version and keras3_path (where the weights
-  sit in model.weights.h5), options return_sequences, return_state, go_backwards,
+  provenance class_name (the cell's Keras class: LSTM, GRU or SimpleRNN, also under a
+  wrapper), wrapper ("Bidirectional", when wrapped), keras_version and keras3_path (where
+  the weights sit in model.weights.h5), options return_sequences, return_state, go_backwards,
   stateful, unroll, zero_output_for_mask, dropout, recurrent_dropout and, for
   Bidirectional, merge_mode. Every other layer with variables is an
   OpaqueLayer(Keras layer name, Keras class name, weights in Keras 3 variable order named

@@ -411,9 +411,9 @@ def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, pro
         options = {k: rnn_config[k] for k in RNN_OPTIONS if k in rnn_config}
         if cl.class_name == "Bidirectional":
             options["merge_mode"] = cl.config.get("merge_mode", "concat")
-        prov = dict(provenance, class_name=cl.class_name, keras3_path=cl.path)
+        prov = dict(provenance, class_name=inner_class, keras3_path=cl.path)
         if cl.class_name == "Bidirectional":
-            prov["layer_class"] = inner_class
+            prov["wrapper"] = "Bidirectional"
         return RecurrentLayer(
             name=name, cell=cell, directions=directions,
             activations=activations_from_config(cell, rnn_config, 3, where_layer),
@@ -456,10 +456,9 @@ def _items_without_config(groups: dict[str, VarGroup], where: str, provenance: d
             cell, reset_after = found[0]
             where_layer = f"{where}: layer {label!r}"
             directions = [direction_from_vars(cell, groups[c].arrays, reset_after, where_layer) for c in cells]
-            class_name = "Bidirectional" if len(cells) == 2 else KERAS_CLASS[cell]
-            prov = dict(provenance, class_name=class_name, keras3_path=layer_path)
+            prov = dict(provenance, class_name=KERAS_CLASS[cell], keras3_path=layer_path)
             if len(cells) == 2:
-                prov["layer_class"] = KERAS_CLASS[cell]
+                prov["wrapper"] = "Bidirectional"
             items.append(RecurrentLayer(name=label, cell=cell, directions=directions,
                                         reset_after=reset_after if cell == "gru" else True, provenance=prov))
             continue
@@ -503,17 +502,38 @@ def entries_from_bundle(bundle, model_config: dict | None, accept_activation_cha
         if not item.weights:
             continue
         path = item.options.get("keras3_path")
+        class_name = item.class_name
         if path is None:
-            keras_class = _keras3_class(item.class_name)
+            if class_name is None and bundle.source.get("format") == "keras-h5":
+                class_name = guess_keras_class(item)
+                if class_name:
+                    notes.append(f"layer {item.name!r} has no class in the source; its weight names say "
+                                 f"{class_name}, so it was written where Keras 3 keeps a {class_name}.")
+            keras_class = _keras3_class(class_name)
             if keras_class is None:
                 skipped.append(item.name)
                 continue
             path = namer.next(keras_class)
-        entries.extend(_opaque_entries(item, path, item.class_name))
+        entries.extend(_opaque_entries(item, path, class_name))
     if skipped:
         notes.append(f"left out {len(skipped)} non-recurrent layer(s) with no Keras class "
                      f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}).")
     return entries, notes
+
+
+def guess_keras_class(item) -> str | None:
+    """The Keras class of a layer of a Keras 2 weights file, from its weight names and shapes."""
+    names = tuple(n.rsplit("/", 1)[-1].split(":")[0] for n, _ in item.weights)
+    ndim = item.weights[0][1].ndim if item.weights else 0
+    if names == ("embeddings",):
+        return "Embedding"
+    if "moving_mean" in names and "moving_variance" in names:
+        return "BatchNormalization"
+    if names in (("kernel", "bias"), ("kernel",)):
+        return {2: "Dense", 3: "Conv1D"}.get(ndim)
+    if names == ("gamma", "beta"):
+        return "LayerNormalization"
+    return None
 
 
 def _keras3_class(class_name: str | None) -> str | None:

@@ -8,7 +8,7 @@ keras3_layout.py becomes a Bundle. Bundle conventions:
 - items in file order: a RecurrentLayer for every LSTM / GRU / SimpleRNN cell
   (Bidirectional: two directions), named by the `name` attribute Keras stores on the
   layer's `vars` group (the path's last part when absent), with provenance class_name
-  (LSTM, GRU, SimpleRNN or Bidirectional; layer_class for the wrapped class) and
+  (the cell's class: LSTM, GRU or SimpleRNN), wrapper ("Bidirectional", when wrapped) and
   keras3_path (the layer's path in the file). A weights file does not say its
   activations: Keras 3 defaults (sigmoid gates, tanh) are assumed and said so in
   source["notes"]; a GRU's reset_after follows its bias shape. Every other layer with
