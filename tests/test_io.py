@@ -18,3 +18,13 @@ def test_successful_write_replaces_destination(tmp_path):
         tmp.write_bytes(b"new")
     assert dst.read_bytes() == b"new"
     assert list(tmp_path.iterdir()) == [dst]
+
+
+def test_written_file_gets_the_mode_of_a_normal_new_file(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with atomic_output(tmp_path / "out.onnx") as tmp:
+        tmp.write_bytes(b"data")
+    assert (tmp_path / "out.onnx").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -25,10 +25,17 @@ def atomic_output(dst: Path):
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal new file's mode
         os.replace(tmp_path, dst)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def same_file(a: Path, b: Path) -> bool:
