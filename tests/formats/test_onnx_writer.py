@@ -146,3 +146,18 @@ def test_bundle_with_architecture_goes_to_the_whole_model_exporter(fixtures, tmp
     assert not any(name.endswith("_Y") for name in outputs)  # not the per-layer model
     rnnx.convert(src, tmp_path / "one.onnx", layer="gru_b")
     assert [o.name for o in onnx.load(tmp_path / "one.onnx").graph.output] == ["Y", "Y_h"]
+
+
+def test_float16_layers_stay_float16_and_verify(fixtures, tmp_path):
+    src = fixtures / "torch" / "gru_fp16.pt"
+    rnnx.convert(src, tmp_path / "h.onnx")
+    model = onnx.load(tmp_path / "h.onnx")
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert rnnx.verify(src, tmp_path / "h.onnx")["ok"]
+
+
+def test_float64_layers_are_written_with_a_note_about_onnxruntime(tmp_path):
+    notes = rnnx.save(Bundle([random_layer("lstm", dtype=np.float64, name="d")]), tmp_path / "d.onnx")
+    assert any("float64" in n and "onnxruntime" in n for n in notes)
+    back = rnnx.load(tmp_path / "d.onnx").layer("d")
+    assert back.dtype == np.float64

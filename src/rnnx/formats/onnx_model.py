@@ -201,6 +201,9 @@ class Scope:
                     name, seen = producer.input[0], seen + 1
                     continue
                 label = producer.name or producer.op_type
+                if producer.op_type == "Constant":
+                    raise FormatError(f"node {owner!r}: {role} comes from Constant node {label!r}, which holds no "
+                                      f"dense tensor (only 'value' tensors can be weights).")
                 raise UnsupportedError(f"node {owner!r}: {role} is computed at run time by node {label!r} "
                                        f"({producer.op_type}); rnnx reads only constant weights.")
             scope = scope.outer
@@ -389,6 +392,10 @@ def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: b
     notes = [f"layer {l.name!r} runs backwards in time (go_backwards): its node has direction=reverse and, "
              f"as ONNX does, Y[t] is the output at input step t (Keras returns that sequence reversed)"
              for l in bundle.layers if _runs_backwards(l)]
+    doubles = [l.name for l in bundle.layers if l.dtype == np.float64]
+    if doubles:
+        notes.append(f"{', '.join(doubles)}: written in float64 as the source holds them; onnxruntime "
+                     f"(1.32) runs LSTM / GRU / RNN only in float32 and float16")
     with_states = opset >= MIN_OPSET_OPTIONAL_STATES
     if not with_states:
         notes.append(f"opset {opset} has no Expand, so initial states are not graph inputs (they start at "
@@ -572,6 +579,8 @@ def run_single_node(model: onnx.ModelProto, X: np.ndarray, where: str) -> np.nda
         elem = session.get_inputs()[0].type
         dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                  "tensor(float16)": np.float16}.get(elem, np.float32)
-        return session.run(None, {"X": X.astype(dtype)})[0]
+        run_options = ort.RunOptions()
+        run_options.log_severity_level = 4  # the error comes back as our own sentence, not a log line
+        return session.run(None, {"X": X.astype(dtype)}, run_options)[0]
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise UnsupportedError(f"{where}: onnxruntime cannot run it ({str(exc).strip().splitlines()[0]}).") from None
