@@ -124,6 +124,14 @@ def read(path, config=None, **_options) -> Bundle:
         model_config = _config_file(Path(config))
     src = _Source(path, keras_version, backend, model_config,
                   kc.top_level(model_config) if model_config else {})
+    if model_config is not None:
+        missing = [g.name for g in groups if g.weight_names and g.name not in src.top]
+        if missing:
+            where = f"the architecture {config}" if config is not None else "the file's model_config"
+            raise FormatError(
+                f"{path}: {where} has no layer named {missing[0]!r} (it names "
+                f"{', '.join(list(src.top)[:6]) or 'no layers'}); give the model.to_json() of the model "
+                f"that saved these weights.")
     items: list = []
     for group in groups:
         items.extend(_items_of(group, src, {it.name for it in items}))
