@@ -146,3 +146,24 @@ def test_keras3_hard_sigmoid_becomes_hardsigmoid_one_sixth(tmp_path):
     x = rng.uniform(-4, 4, (BATCH, SEQ, 3)).astype(np.float32)  # wide enough to reach both clip edges
     (Y,) = session(model).run(["Y"], {"X": x})
     assert max_abs(Y, keras.ops.convert_to_numpy(layer(x))) < 1e-5
+
+
+def test_keras3_file_hard_sigmoid_gru_to_onnx(fixtures, tmp_path):
+    """The Keras 3 fixture's GRU(recurrent_activation="hard_sigmoid") through rnnx's Keras 3 reader to ONNX,
+    against Keras 3 running the layer it loads from the same file."""
+    import keras
+
+    src = fixtures / "keras3" / "mixed.keras"
+    rnnx.convert(src, tmp_path / "gru_hard.onnx", layer="gru_hard")
+    model = onnx.load(tmp_path / "gru_hard.onnx")
+    (node,) = [n for n in model.graph.node if n.op_type == "GRU"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["activations"][0] == b"HardSigmoid" and np.float32(attrs["activation_alpha"][0]) == np.float32(1 / 6)
+    keras_layer = keras.saving.load_model(str(src), compile=False).get_layer("gru_hard")
+    twin = type(keras_layer).from_config({**keras_layer.get_config(), "return_sequences": True})
+    in_size = keras_layer.get_weights()[0].shape[0]
+    twin.build((None, None, in_size))
+    twin.set_weights(keras_layer.get_weights())
+    x = np.random.default_rng(8).uniform(-4, 4, (BATCH, SEQ, in_size)).astype(np.float32)
+    (Y,) = session(model).run(["Y"], {"X": x})
+    assert max_abs(Y, keras.ops.convert_to_numpy(twin(x))) < 1e-5
