@@ -176,3 +176,12 @@ def test_inspect_and_convert_import_no_framework(big_cudnn, tmp_path, command):
     assert probe["heavy"] == [], f"{command} imported {probe['heavy']}"
     TIMINGS[command] = probe["seconds"]
     print(f"\n{command} on 2 x CuDNNLSTM(512): {probe['seconds']:.3f} s in main()")
+
+
+def test_verify_of_h5_without_tf_keras_says_which_extra(fixtures, tmp_path):
+    """With tf_keras absent (import blocked), verify of an .h5 target exits 2 naming the tf extra."""
+    src = fixtures / "keras2" / "cudnn_stack_full.h5"
+    code = ("import sys; sys.modules['tf_keras'] = None; from rnnx.cli import main; "
+            f"sys.exit(main(['verify', {str(src)!r}, {str(src)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert_plain_failure(result, "tf_keras", "rnnx[tf]")
