@@ -574,7 +574,7 @@ def _structured_plan(bundle: Bundle, path: Path, cudnn: bool) -> _Plan:
     model_config = None
     if src.get("full_model") and src.get("model_config"):
         model_config, config_notes = (kc.to_cudnn if cudnn else kc.to_cpu)(src["model_config"])
-        noted = {n.split(":", 1)[0] for n in notes}
+        noted = {n.split(":", 1)[0].rsplit("/", 1)[-1] for n in notes}
         notes.extend(n for n in config_notes if n.split(":", 1)[0] not in noted)
         if config_notes:
             notes.append("model_config: CuDNN and CPU layer classes rewritten to match the weights")
