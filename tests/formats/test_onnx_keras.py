@@ -167,3 +167,37 @@ def test_keras3_file_hard_sigmoid_gru_to_onnx(fixtures, tmp_path):
     x = np.random.default_rng(8).uniform(-4, 4, (BATCH, SEQ, in_size)).astype(np.float32)
     (Y,) = session(model).run(["Y"], {"X": x})
     assert max_abs(Y, keras.ops.convert_to_numpy(twin(x))) < 1e-5
+
+
+@pytest.mark.parametrize("source, name", [
+    ("medaka_lstm_theano_full.h5", "lstm_1"),  # Keras 2.0.4 config: hard_sigmoid LSTM
+    ("medaka_bigru_full.hdf5", "bidirectional_2"),  # Keras 2.1.5: Bidirectional reset-before GRU, hard_sigmoid
+])
+def test_real_keras2_models_to_onnx(corpus, tmp_path, source, name):
+    import tf_keras
+
+    src = corpus / "keras2" / source
+    rnnx.convert(src, tmp_path / "layer.onnx", layer=name)
+    keras_layer = tf_keras.models.load_model(str(src), compile=False).get_layer(name)
+    x = np.random.default_rng(9).uniform(-2, 2, (BATCH, SEQ, keras_layer.input_shape[-1])).astype(np.float32)
+    (Y,) = session(onnx.load(tmp_path / "layer.onnx")).run(["Y"], {"X": x})
+    assert max_abs(Y, keras_sequence_output(keras_layer, x)) < 1e-5
+
+
+def test_real_weights_only_cudnn_file_to_onnx(corpus, tmp_path):
+    """textgenrnn's weights-only CuDNNLSTM file: every layer its own node; tf_keras converts the same file into
+    CPU LSTMs by name (its own CuDNN conversion) for the oracle."""
+    import tf_keras
+
+    src = corpus / "keras2" / "textgenrnn_cudnnlstm2_weights.hdf5"
+    rnnx.convert(src, tmp_path / "all.onnx")
+    L = tf_keras.layers
+    inp = L.Input((None, 100))
+    h1 = L.LSTM(128, recurrent_activation="sigmoid", return_sequences=True, name="rnn_1")(inp)
+    h2 = L.LSTM(128, recurrent_activation="sigmoid", return_sequences=True, name="rnn_2")(h1)
+    twin = tf_keras.Model(inp, [h1, h2])
+    twin.load_weights(str(src), by_name=True)
+    x = np.random.default_rng(10).uniform(-1, 1, (BATCH, SEQ, 100)).astype(np.float32)
+    y1, y2 = (t.numpy() for t in twin(x))
+    got = session(onnx.load(tmp_path / "all.onnx")).run(["rnn_1_Y", "rnn_2_Y"], {"rnn_1_X": x, "rnn_2_X": y1})
+    assert max_abs(got[0], y1) < 1e-5 and max_abs(got[1], y2) < 1e-5
