@@ -41,10 +41,14 @@ def lookup(class_name: str, layer_name: str) -> Converter:
     except KeyError:
         pass
     if class_name == "Lambda":
-        what = "a Lambda layer: its Python code is not in the file and rnnx never runs code from a file"
-    else:
-        what = f"a {class_name} layer, which rnnx's native ONNX export does not know (custom or unsupported)"
-    raise UnsupportedError(f"Layer {layer_name!r} is {what}. {TF2ONNX_HINT}")
+        raise UnsupportedError(
+            f"Layer {layer_name!r} is a Lambda layer: Python code, which rnnx never runs. --engine tf2onnx does not "
+            f"run it either (tf_keras's safe mode); if you trust the file, load it in tf_keras with "
+            f"safe_mode=False and export it with tf2onnx.convert.from_keras yourself.")
+    raise UnsupportedError(
+        f"Layer {layer_name!r} is a {class_name} layer, which rnnx's native ONNX export does not convert. "
+        f"If {class_name} is a built-in Keras layer, {TF2ONNX_HINT[0].lower()}{TF2ONNX_HINT[1:]} A custom layer "
+        f"needs its Python code: load the model in tf_keras with it and use tf2onnx.convert.from_keras.")
 
 
 def supported() -> list[str]:

@@ -1,0 +1,31 @@
+"""Layers rnnx's native export cannot convert: refused with the layer's name and class, exit 2, no output."""
+
+import pytest
+
+
+@pytest.mark.parametrize("name, layer, class_name", [
+    ("k2_lambda.h5", "times_two", "Lambda"),
+    ("k2_custom.h5", "my_scale", "Scale"),
+])
+def test_refused_with_layer_class_and_engine_hint(name, layer, class_name, models_dir, tmp_path, cli):
+    dst = tmp_path / "model.onnx"
+    result = cli("convert", models_dir / name, dst)
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip()
+    assert message.count("\n") == 0 and "Traceback" not in message
+    assert repr(layer) in message and class_name in message and "--engine tf2onnx" in message
+    assert not dst.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_weights_only_file_without_config_is_a_usage_error(corpus, tmp_path):
+    """A weights file whose architecture is unknown cannot become a whole-model graph."""
+    from rnnx.errors import UsageError
+    from rnnx.graph import export_model
+
+    import rnnx
+
+    bundle = rnnx.load(corpus / "keras2" / "lstm_chem_weights.hdf5")
+    bundle.source["has_architecture"] = True  # as if asked for a whole model
+    with pytest.raises(UsageError, match="--config"):
+        export_model(bundle, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
