@@ -431,6 +431,9 @@ def to_state_dict(bundle: Bundle) -> tuple[dict[str, np.ndarray], list[str]]:
             target = emission.prefix or "the root module"
             source = ", ".join(repr(l.name) for l in emission.layers)
             notes.append(f"{target} = {emission.constructor()}  # from {source}")
+            if any(l.options.get("go_backwards") for l in emission.layers):
+                notes.append(f"{target}: the source runs backwards in time (go_backwards=True); feed the module "
+                             f"the time-reversed sequence (x.flip(1)).")
             if any(l.options.get("merge_mode") not in (None, "concat") for l in emission.layers):
                 notes.append(f"{target}: the source merged its two directions with merge_mode="
                              f"{item.options['merge_mode']!r}; nn modules concatenate them.")
@@ -453,7 +456,8 @@ def _opaque_params(item: OpaqueLayer) -> tuple[dict | None, str | None]:
     short = {_short(n): a for n, a in item.weights}
     arrays = [a for _, a in item.weights]
     cls = item.class_name
-    is_dense = cls == "Dense" or (cls is None and set(short) in ({"kernel"}, {"kernel", "bias"})
+    # TimeDistributed(Dense) applies the same kernel at every step, as nn.Linear does on the last axis
+    is_dense = cls == "Dense" or (cls in (None, "TimeDistributed") and set(short) in ({"kernel"}, {"kernel", "bias"})
                                   and short["kernel"].ndim == 2)
     is_embedding = cls == "Embedding" or (cls is None and set(short) == {"embeddings"})
     if is_dense and arrays and arrays[0].ndim == 2 and len(arrays) <= 2:
