@@ -161,3 +161,12 @@ def test_float64_layers_are_written_with_a_note_about_onnxruntime(tmp_path):
     assert any("float64" in n and "onnxruntime" in n for n in notes)
     back = rnnx.load(tmp_path / "d.onnx").layer("d")
     assert back.dtype == np.float64
+
+
+def test_layer_option_narrows_a_whole_bundle(tmp_path):
+    rnnx.save(_bundle(), tmp_path / "g.onnx", layer="gru")
+    model = onnx.load(tmp_path / "g.onnx")
+    assert [n.name for n in model.graph.node if n.op_type in ("LSTM", "GRU", "RNN")] == ["gru"]
+    assert [i.name for i in model.graph.input] == ["X", "initial_h"]
+    with pytest.raises(UsageError, match="no recurrent layer named 'nope'"):
+        rnnx.save(_bundle(), tmp_path / "n.onnx", layer="nope")

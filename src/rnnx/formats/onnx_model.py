@@ -329,6 +329,8 @@ def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | Non
                          "its own node with its own inputs and outputs")
         else:
             return list(export_model(bundle, Path(path), opset=opset, time_major=time_major, **options) or [])
+    if layer is not None and len(bundle.layers) > 1:
+        bundle = bundle.only(layer)
     if not bundle.layers:
         raise UsageError(f"{bundle.source.get('path', 'The source')} holds no recurrent layer to write to ONNX.")
     model, more = build_layers_model(bundle, opset=opset, time_major=time_major, plain_names=layer is not None)
