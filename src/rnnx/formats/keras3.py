@@ -170,8 +170,8 @@ def keras3_config_of(bundle: Bundle, path: Path, accept_activation_change: bool 
     if not source.get("has_architecture") or not config:
         raise UnsupportedError(
             f"Cannot write {path}: the source holds weights but no model architecture, and a .keras file needs "
-            f"both. Write a .weights.h5 file and load it into your model, or give the architecture with "
-            f"--config model.json (from model.to_json()).")
+            f"both. Write a .weights.h5 file and load it into your model, or, for a Keras weights file, give the "
+            f"architecture with --config model.json (from model.to_json()).")
     if source.get("format") == "keras":
         config = copy.deepcopy(config)
         notes = []
