@@ -85,6 +85,8 @@ KEYS3: dict[str, tuple[str, ...]] = {
                            "gamma_initializer", "beta_regularizer", "gamma_regularizer", "beta_constraint",
                            "gamma_constraint"),
 }
+# Keras 3.15 writes `trainable` for these but their constructor refuses it, so it is left out.
+NO_TRAINABLE_ARGUMENT = {"SpatialDropout1D"}
 # Layers Keras 3 gives a build_config (those that build weights or shapes in build()).
 WITH_BUILD_CONFIG = {"Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "TimeDistributed", "Dense",
                      "Flatten", "Permute", "RepeatVector", "Conv1D", "BatchNormalization", "LayerNormalization",
@@ -328,6 +330,9 @@ def _common(cfg: dict, k3_class: str, ctx: Context, skip: tuple = ()) -> dict:
     """name, trainable, dtype and every key Keras 3 accepts, values translated; notes what is dropped."""
     name = cfg.get("name")
     out = {"name": name, "trainable": cfg.get("trainable", True), "dtype": _policy(cfg.get("dtype"))}
+    if k3_class in NO_TRAINABLE_ARGUMENT:
+        if not out.pop("trainable"):
+            ctx.note(f"layer {name!r}: Keras 3 {k3_class} cannot be created frozen; it is trainable now.")
     keys = KEYS3[k3_class]
     for key in keys:
         if key in cfg and key not in skip:
