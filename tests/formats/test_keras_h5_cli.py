@@ -185,3 +185,22 @@ def test_verify_of_h5_without_tf_keras_says_which_extra(fixtures, tmp_path):
             f"sys.exit(main(['verify', {str(src)!r}, {str(src)!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert_plain_failure(result, "tf_keras", "rnnx[tf]")
+
+
+def test_header_claiming_more_than_the_file_holds(cli, tmp_path, out_dir):
+    src = tmp_path / "liar.h5"
+    with h5py.File(src, "w") as f:
+        f.attrs["layer_names"] = np.array([b"dense"])
+        f.attrs["keras_version"] = b"2.2.4"
+        g = f.create_group("dense")
+        g.attrs["weight_names"] = np.array([b"dense/kernel:0"])
+        g.create_dataset("dense/kernel:0", shape=(100000, 100000), dtype="float32")  # never written
+    assert_plain_failure(cli("convert", src, out_dir / "out.h5"), "'dense/kernel:0'", "claims")
+    assert list(out_dir.iterdir()) == []
+
+
+def test_keras1_file_is_refused(cli, tmp_path):
+    src = _keras_like(tmp_path / "old.h5", "lstm_1", [("lstm_1_W", (3, 4)), ("lstm_1_U", (4, 4))])
+    with h5py.File(src, "a") as f:
+        del f.attrs["keras_version"]
+    assert_plain_failure(cli("inspect", src), "Keras 1")

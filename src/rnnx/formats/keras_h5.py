@@ -115,6 +115,10 @@ def read(path, config=None, **_options) -> Bundle:
             raise FormatError(
                 f"{path} is an HDF5 file but not a Keras 2 file: it has no layer_names attribute "
                 f"(found entries: {', '.join(list(f.keys())[:8]) or 'none'}).")
+        if keras_version is None or keras_version.startswith("1"):
+            raise UnsupportedError(
+                f"{path} was written by Keras 1 (keras_version {keras_version or 'missing'}), whose layouts rnnx "
+                f"does not read; load it in Keras 2.0-2.2 and save it again.")
         full_model = "model_config" in f.attrs
         model_config = _file_config(f, path) if full_model else None
         groups = [_read_group(root, name, path) for name in layer_names]
@@ -162,7 +166,7 @@ def _open(path: Path):
         raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated or not a Keras file.") from None
     try:
         yield f
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         raise FormatError(f"{path}: reading failed ({exc}); the file may be truncated.") from None
     finally:
         f.close()
@@ -220,10 +224,17 @@ def _read_group(root, name: str, path: Path) -> _Group:
         raise FormatError(f"{path}: layer_names lists {name!r} but the file has no group of that name.")
     names = _list_attr(group, "weight_names") or []
     arrays = []
+    file_size = path.stat().st_size
     for wname in names:
         ds = group.get(wname)
         if not isinstance(ds, h5py.Dataset):
             raise FormatError(f"{path}: layer {name!r} lists weight {wname!r}, which the file does not hold.")
+        # Check what the header claims before allocating it: plain datasets cannot outgrow the file.
+        claimed = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+        if claimed > file_size * (1 if ds.compression is None else 1000):
+            raise FormatError(
+                f"{path}: weight {wname!r} of layer {name!r} claims {claimed} bytes, more than the file holds; "
+                f"the file is truncated or damaged.")
         arrays.append(np.asarray(ds[()]))
     rnnx = None
     if RNNX_ATTR in group.attrs:
