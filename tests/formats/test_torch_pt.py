@@ -316,3 +316,29 @@ def _safetensors(path):
     from safetensors.numpy import load_file
 
     return load_file(str(path))
+
+
+def test_inspect_json_follows_the_schema(fixtures, cli):
+    import json
+
+    import jsonschema
+
+    schema = json.loads((fixtures.parent.parent / "schemas" / "inspect.schema.json").read_text())
+    done = cli("inspect", "--json", fixtures / "torch" / "checkpoint.ckpt")
+    assert done.returncode == 0, done.stderr
+    jsonschema.validate(json.loads(done.stdout), schema)
+    for name in PLAIN_STATE_DICTS + ["model.safetensors"]:
+        report = rnnx.inspect(fixtures / "torch" / name)
+        jsonschema.validate(report, schema)
+        assert all(layer["targets"]["torch"] == "ok" for layer in report["layers"])
+
+
+def test_round_trip_through_rnnx_file(fixtures, tmp_path):
+    """torch -> .rnnx -> .pt: the provenance kept in the manifest puts every stacked layer back."""
+    src = fixtures / "torch" / "lstm_proj.pth"
+    rnnx.convert(src, tmp_path / "model.rnnx")
+    rnnx.convert(tmp_path / "model.rnnx", tmp_path / "back.pt")
+    original = torch.load(src, weights_only=True)
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert list(back) == list(original)
+    assert all(torch.equal(back[k], v) for k, v in original.items())
