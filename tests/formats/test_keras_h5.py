@@ -386,3 +386,23 @@ def test_pytorch_source_loads_into_keras_models(tfk, k3, tmp_path):
         model = k.Model(inp, L.GRU(3, return_sequences=True, reset_after=True)(h))
         model.load_weights(str(tmp_path / "net.h5"))
         record(f"torch -> h5 -> {label}", model.predict(x, verbose=0), want)
+
+
+def test_rnn_wrapping_keras_cells(tfk, tmp_path):
+    """RNN(GRUCell(reset_after=False, hard_sigmoid)) and Bidirectional(RNN(LSTMCell)) from a full-model file."""
+    L = tfk.layers
+    inp = tfk.Input((None, 4))
+    h = L.RNN(L.GRUCell(3, recurrent_activation="hard_sigmoid", reset_after=False), return_sequences=True,
+              name="rnn_gru")(inp)
+    model = tfk.Model(inp, L.Bidirectional(L.RNN(L.LSTMCell(3), return_sequences=True), name="bi_rnn")(h))
+    rng = np.random.default_rng(8)
+    model.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(np.float32) for w in model.get_weights()])
+    model.save(str(tmp_path / "cells.h5"))
+    bundle = rnnx.load(tmp_path / "cells.h5")
+    assert [(r.name, r.kind) for r in bundle.layers] == [("rnn_gru", "gru-reset-before"), ("bi_rnn", "lstm")]
+    assert bundle.layer("rnn_gru").activations[0] == HARD_SIGMOID_KERAS2
+    check_layers_against(model, bundle, "RNN(cell)")
+    rnnx.convert(tmp_path / "cells.h5", tmp_path / "out.h5")
+    x = x_for(4, seed=13)
+    record("RNN(cell) load_model", tfk.models.load_model(str(tmp_path / "out.h5")).predict(x, verbose=0),
+           model.predict(x, verbose=0))

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 RECURRENT_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU")
 CUDNN_CLASSES = ("CuDNNLSTM", "CuDNNGRU")
 CELL_OF_CLASS = {"LSTM": "lstm", "CuDNNLSTM": "lstm", "GRU": "gru", "CuDNNGRU": "gru", "SimpleRNN": "rnn"}
+LAYER_OF_CELL = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}  # inside RNN(cell=...)
 WRAPPERS = ("Bidirectional", "TimeDistributed")
 MODEL_CLASSES = ("Sequential", "Model", "Functional")
 

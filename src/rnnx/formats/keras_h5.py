@@ -325,7 +325,6 @@ def _items_of(group: _Group, src: _Source, taken: set[str]) -> list:
 class _Resolved:
     class_name: str | None  # the cell's Keras class, None when only shapes tell
     config: dict  # that layer's config ({} without one)
-    backward_config: dict | None = None
     wrapper: str | None = None
     merge_mode: str | None = None
 
@@ -338,13 +337,14 @@ def _resolve(entry: dict | None, key: str, index: int, group: str, src: _Source,
     config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
     if cls in kc.RECURRENT_CLASSES:
         return _Resolved(cls, config)
+    cell = config.get("cell") if cls == "RNN" else None
+    if isinstance(cell, dict) and cell.get("class_name") in kc.LAYER_OF_CELL:  # RNN(LSTMCell(...))
+        return _Resolved(kc.LAYER_OF_CELL[cell["class_name"]], {**(cell.get("config") or {}), **kc.options_of(config)})
     if cls in kc.WRAPPERS:
         inner = config.get("layer") or {}
         inner_resolved = _resolve(inner, key, 0, group, src, shapes)
-        backward = config.get("backward_layer")
-        return _Resolved(inner_resolved.class_name, inner_resolved.config,
-                         backward.get("config") if isinstance(backward, dict) else None,
-                         cls, config.get("merge_mode", "concat") if cls == "Bidirectional" else None)
+        return _Resolved(inner_resolved.class_name, inner_resolved.config, cls,
+                         config.get("merge_mode", "concat") if cls == "Bidirectional" else None)
     found = kc.find(entry, key) if key and key != group else None
     if found is None and cls in kc.MODEL_CLASSES:
         recurrent = [e for e in _recurrent_entries(entry)]
