@@ -138,3 +138,15 @@ def test_weights_computed_by_another_node_are_reported_by_name(tmp_path):
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(UnsupportedError, match="node 'lstm': W is computed at run time by node 'scale_weights'"):
         onnx_model.read(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_verify_runner_runs_each_standard_node_as_written(corpus, tmp_path, case):
+    """run_layer (rnnx verify's runner) copies the node (layout 1 included) into a one-node model."""
+    model, values, _ = load_case(corpus, case)
+    path = tmp_path / "model.onnx"
+    onnx.save(bake_weights(model, values), path)
+    (layer,) = onnx_model.read(path).layers
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 4, layer.input_size)).astype(np.float32)
+    want, _, _ = reference.run_batch_first(layer, x)
+    assert max_abs(onnx_model.run_layer(path, layer, x), want) < 1e-5
