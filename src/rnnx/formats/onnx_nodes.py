@@ -16,7 +16,10 @@ Arrays and attributes
         onnxruntime consumes them), clip, input_forget. Ready for `onnx.helper.make_node`.
     layer_from_onnx(name, op_type, W, R, B, P, attributes, provenance) -> RecurrentLayer
         The inverse (the ONNX reader uses it): B is split into b_w and b_r, both kept, so
-        ONNX -> canonical -> ONNX is exact.
+        ONNX -> canonical -> ONNX is exact; float32 attribute values are read back as the
+        constants they stand for (0.2, 1/6); direction="reverse" gives options["go_backwards"].
+    check_expressible(layer)
+        UnsupportedError when no ONNX operator can hold the layer (only an LSTM projection).
 
 Emitting a node
     emit_layer(layer, x, prefix, opset=14, *, sequence_lens=None, initial_h=None,
@@ -30,8 +33,13 @@ Emitting a node
         names or None. The node is named `node_name` (default: layer.name): `rnnx verify`
         finds a layer in an ONNX file by node name, so keep it equal to the layer name.
         EmittedLayer.Y is [seq, D, batch, hidden], Y_h [D, batch, hidden], Y_c [D, batch, u]
-        (LSTM only, else None), all named after `prefix`.
-    sequence_output(Y, prefix, batch_first) -> Emitted
+        (LSTM only, else None), all named after `prefix` unless `outputs` = (Y, Y_h, Y_c)
+        names them; EmittedLayer.node is the recurrent node itself. reverse=True writes
+        direction="reverse" (a one-direction layer reading the sequence from its end, e.g.
+        Keras go_backwards; ONNX stores Y[t] at input step t). Raises UnsupportedError for
+        what ONNX cannot hold (an LSTM projection) and UsageError for an opset outside
+        MIN_OPSET..onnx.defs.onnx_opset_version().
+    sequence_output(Y, prefix, batch_first, output=None) -> Emitted
         Y [seq, D, batch, hidden] -> [batch, seq, D*hidden] (batch_first) or
         [seq, batch, D*hidden]: the directions concatenated forward first, as a Keras
         Bidirectional(merge_mode="concat") or a PyTorch module returns them.
