@@ -3,8 +3,8 @@
 Covers standalone Keras 2.0-2.3 (theano / cntk / tensorflow backends, weight names with and
 without `:0`), tf.keras and tf_keras; weights-only files and full-model files (`model_config`,
 weights under /model_weights); CuDNNLSTM, CuDNNGRU, LSTM, GRU (both reset variants),
-SimpleRNN; Bidirectional, TimeDistributed, nested models and recurrent sublayers of custom
-layers; `layer_names` split over `layer_names0`, `layer_names1`, ....
+SimpleRNN, RNN(LSTMCell / GRUCell / SimpleRNNCell); Bidirectional, TimeDistributed, nested
+models and recurrent sublayers of custom layers; `layer_names` split over `layer_names0`, `layer_names1`, ....
 
 Reading: with a config (the file's own `model_config`, or `read(path, config="model.json")`
 for a weights-only file) layer classes and activations come from it. Without one, the
@@ -617,8 +617,9 @@ def _fresh_plan(bundle: Bundle, cudnn: bool) -> _Plan:
         what = _described(cls, variant)
         if rec.num_directions == 2:
             what = f"Bidirectional({what})"
-        origin = rec.provenance.get("class_name") or rec.kind
-        note = f"{rec.name}: {origin} -> {what}" + (f" named {g!r}" if g != rec.name else "")
+        origin = " ".join(str(v) for v in (rec.provenance.get("format"), rec.provenance.get("class_name") or rec.kind)
+                          if v)
+        note = f"{rec.name}: {origin} -> Keras {what}" + (f" named {g!r}" if g != rec.name else "")
         if variant == "gru-2row" and any(d.b_r is None for d in rec.directions) and rec.has_bias:
             note += " (no recurrent bias in the source: bias row 1 is zeros)"
         notes.append(note)
