@@ -43,8 +43,8 @@ def build_model(bundle: Bundle, opset: int | None = None, time_major: bool = Fal
             out = ctx.op("Transpose", [out], f"{name}_time_major", perm=[1, 0, 2])
         ctx.add_output(out, name)
     ordered = ctx.graph_outputs + state_outputs
-    graph = helper.make_graph(ctx.nodes, _graph_name(model.name), ctx.graph_inputs, ordered,
-                              initializer=ctx.initializers)
+    nodes, initializers = _live(ctx.nodes, ctx.initializers, [o.name for o in ordered])
+    graph = helper.make_graph(nodes, _graph_name(model.name), ctx.graph_inputs, ordered, initializer=initializers)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="rnnx",
                                    doc_string=f"Keras model {model.name} exported by rnnx")
     onnx_model.ir_version = min(onnx_model.ir_version, 10)
@@ -57,6 +57,17 @@ def _type_outputs(model: onnx.ModelProto) -> None:
     inferred = onnx.shape_inference.infer_shapes(model).graph.output
     del model.graph.output[:]
     model.graph.output.extend(inferred)
+
+
+def _live(nodes: list, initializers: list, outputs: list[str]) -> tuple[list, list]:
+    """The nodes and initializers the outputs depend on (converters may build views nobody reads)."""
+    needed = set(outputs)
+    kept = []
+    for node in reversed(nodes):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    return kept[::-1], [t for t in initializers if t.name in needed]
 
 
 def _output_name(ref) -> str:

@@ -21,11 +21,13 @@ from ..errors import FormatError
 @dataclass(frozen=True)
 class Value:
     """One Keras tensor in the graph: the ONNX name, its rank when known (batch axis included),
-    and the name of the bool [batch, seq] Keras mask riding on it."""
+    and the name of the bool [batch, seq] Keras mask riding on it. Recurrent layers also publish their
+    sequence time-major, so that a following recurrent layer reads it without two Transposes."""
 
     name: str
     rank: int | None = None
     mask: str | None = None
+    time_major: str | None = None  # the same rank-3 tensor as [seq, batch, features], where one exists
 
     def derive(self, name: str, rank: int | None = -1, mask: str | None = "same") -> "Value":
         """A value computed from this one: same rank and mask unless told otherwise."""

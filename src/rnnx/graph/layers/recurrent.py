@@ -32,11 +32,13 @@ RECURRENT_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "LSTMV
 def recurrent(ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Value]:
     run = _run(ctx, call, call.config, inputs, directions=1)
     keras_go_backwards = bool(call.option("go_backwards", False))
-    seq = run.sequence(0, reverse_time=keras_go_backwards)
-    if seq is not None and run.mask is not None and not keras_go_backwards \
-            and not call.option("zero_output_for_mask", False):
-        seq = _repeat_last_over_padding(ctx, call, seq, run.mask, run.final(0, "h"))
-    outputs = [Value(seq, 3, run.mask) if seq is not None else Value(run.final(0, "h"), 2)]
+    if call.option("return_sequences", False):
+        seq = run.sequence(0, reverse_time=keras_go_backwards)
+        if run.mask is not None and not keras_go_backwards and not call.option("zero_output_for_mask", False):
+            seq = _repeat_last_over_padding(ctx, call, seq, run.mask, run.final(0, "h"))
+        outputs = [_batch_major(ctx, call, seq, run.mask)]
+    else:
+        outputs = [Value(run.final(0, "h"), 2)]
     if call.option("return_state", False):
         outputs += [Value(run.final(0, s), 2) for s in run.state_names]
     return outputs
@@ -53,18 +55,29 @@ def bidirectional(ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Va
                                f"not handled by rnnx's native export. {TF2ONNX_HINT}")
     run = _run(ctx, call, inner.config, inputs, directions=2)
     merge_mode = call.config.get("merge_mode", "concat")
-    if inner.option("return_sequences", False):
-        parts = [Value(run.sequence(k), 3, run.mask) for k in range(2)]
+    if inner.option("return_sequences", False):  # merged time-major, then one Transpose
+        parts = [run.sequence(k) for k in range(2)]
+        if merge_mode is None:
+            outputs = [_batch_major(ctx, call, p, run.mask) for p in parts]
+        else:
+            outputs = [_batch_major(ctx, call, _merge(ctx, call, merge_mode, parts), run.mask)]
     else:
-        parts = [Value(run.final(k, "h"), 2) for k in range(2)]
-    outputs = parts if merge_mode is None else [_merge(ctx, call, merge_mode, parts)]
+        parts = [run.final(k, "h") for k in range(2)]
+        outputs = [Value(p, 2) for p in parts] if merge_mode is None else \
+            [Value(_merge(ctx, call, merge_mode, parts), 2)]
     if inner.option("return_state", False):
         outputs += [Value(run.final(k, s), 2) for k in range(2) for s in run.state_names]
     return outputs
 
 
-def _merge(ctx: Context, call: LayerCall, mode: str, parts: list[Value]) -> Value:
-    a, b = parts[0].name, parts[1].name
+def _batch_major(ctx: Context, call: LayerCall, time_major: str, mask: str | None) -> Value:
+    """The Keras tensor [batch, seq, features] of a time-major sequence (which rides along)."""
+    y = ctx.op("Transpose", [time_major], call.scope, perm=[1, 0, 2])
+    return Value(y, 3, mask, time_major=time_major)
+
+
+def _merge(ctx: Context, call: LayerCall, mode: str, parts: list[str]) -> str:
+    a, b = parts
     hint = f"{call.scope}_{mode}"
     if mode == "concat":
         y = ctx.op("Concat", [a, b], hint, axis=-1)
@@ -77,7 +90,7 @@ def _merge(ctx: Context, call: LayerCall, mode: str, parts: list[Value]) -> Valu
     else:
         raise UnsupportedError(f"Layer {call.name!r} (Bidirectional) has merge_mode {mode!r}; rnnx knows concat, "
                                f"sum, mul, ave and None.")
-    return parts[0].derive(y)
+    return y
 
 
 class _Run:
@@ -89,18 +102,15 @@ class _Run:
         self.states = {"h": Y_h, "c": Y_c}
         self.state_names = ("h", "c") if Y_c is not None else ("h",)
 
-    def sequence(self, direction: int, reverse_time: bool = False) -> str | None:
-        """[batch, seq, hidden] of one direction, or None when the layer returns no sequence."""
+    def sequence(self, direction: int, reverse_time: bool = False) -> str:
+        """[seq, batch, hidden] of one direction (time reversed when `reverse_time`)."""
         ctx, hint = self.ctx, self.call.scope
-        config = self.call.inner().config if self.call.class_name == "Bidirectional" else self.call.config
-        if not config.get("return_sequences", False):
-            return None
         y = self.Y
         if self.directions == 2:
             y = ctx.op("Slice", [y, ctx.ints([direction]), ctx.ints([direction + 1]), ctx.ints([1])], hint)
-        y = ctx.op("Transpose", [ctx.squeeze(y, [1], hint)], hint, perm=[1, 0, 2])
+        y = ctx.squeeze(y, [1], hint)
         if reverse_time:
-            y = ctx.op("Slice", [y, ctx.ints([-1]), ctx.ints([np.iinfo(np.int64).min]), ctx.ints([1]),
+            y = ctx.op("Slice", [y, ctx.ints([-1]), ctx.ints([np.iinfo(np.int64).min]), ctx.ints([0]),
                                  ctx.ints([-1])], f"{hint}_reversed")
         return y
 
@@ -136,9 +146,9 @@ def _run(ctx: Context, call: LayerCall, config: dict, inputs: list[Value], direc
     initial = _initial_states(ctx, call, config, layer, x, inputs[1:])
     prefix = ctx.unique(f"{call.scope}/rnn")
     node_name = ctx.unique(call.name) if call.node_index == 0 else ctx.unique(call.scope)
-    emitted = onnx_nodes.emit_layer(layer, x.name, prefix, ctx.opset, sequence_lens=seq_lens,
-                                    initial_h=initial.get("h"), initial_c=initial.get("c"), batch_first=True,
-                                    node_name=node_name)
+    emitted = onnx_nodes.emit_layer(layer, x.time_major or x.name, prefix, ctx.opset, sequence_lens=seq_lens,
+                                    initial_h=initial.get("h"), initial_c=initial.get("c"),
+                                    batch_first=x.time_major is None, node_name=node_name)
     if directions == 1 and config.get("go_backwards", False):
         emitted.node.attribute.append(helper.make_attribute("direction", "reverse"))
     ctx.nodes.extend(emitted.nodes)
@@ -180,7 +190,7 @@ def _initial_states(ctx: Context, call: LayerCall, config: dict, layer, x: Value
 
 
 def _repeat_last_over_padding(ctx: Context, call: LayerCall, seq: str, mask: str, last: str) -> str:
-    """Keras keeps returning the last kept output over masked steps."""
+    """Keras keeps returning the last kept output over masked steps (seq is time-major)."""
     hint = f"{call.scope}_masked"
-    keep = ctx.unsqueeze(mask, [2], hint)
-    return ctx.op("Where", [keep, seq, ctx.unsqueeze(last, [1], hint)], hint)
+    keep = ctx.unsqueeze(ctx.op("Transpose", [mask], hint, perm=[1, 0]), [2], hint)
+    return ctx.op("Where", [keep, seq, ctx.unsqueeze(last, [0], hint)], hint)
