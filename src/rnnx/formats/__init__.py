@@ -41,6 +41,8 @@ FORMATS = (
            "PyTorch state dict or checkpoint (torch.save)"),
     Format("safetensors", (".safetensors",), "rnnx.formats.torch_safetensors",
            "PyTorch state dict as safetensors"),
+    Format("torch-module", (".py",), "rnnx.formats.torch_module",
+           "Python source of an nn.Module with the modules of a .pt target, without weights"),
     Format("rnnx", (".rnnx",), "rnnx.formats.rnnx_file", "rnnx canonical file (safetensors + JSON manifest)"),
 )
 BY_NAME = {f.name: f for f in FORMATS}

@@ -40,7 +40,7 @@ RNN_ASSUMPTION = ("a state dict does not record nn.RNN's nonlinearity; tanh is a
 
 _RECURRENT_KEY = re.compile(
     r"^(?:(?P<module>.+)\.)?(?P<param>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
-    r"(?:_l(?P<layer>\d+)(?P<reverse>_reverse)?)?$")
+    r"(?:_l(?P<layer>\d+)(?P<reverse>_reverse)?)?\Z", re.DOTALL)
 # Leading key segments added by wrappers, stripped when every key of a state dict has them:
 # DataParallel / DistributedDataParallel and torch.compile always; Lightning's `model.` only
 # inside a checkpoint (a plain state dict may really have a child called `model`).
@@ -402,22 +402,40 @@ def _whole_stack(members: list[RecurrentLayer]) -> bool:
     return same and indices == list(range(first.provenance.get("num_layers", len(members))))
 
 
+@dataclass
+class Target:
+    """What a PyTorch target of `bundle` holds: the state dict, notes, and the module behind each prefix."""
+
+    state: dict = field(default_factory=dict)  # full key -> array
+    notes: list = field(default_factory=list)
+    modules: list = field(default_factory=list)  # (prefix, constructor call or None when unknown, source names)
+
+
 def to_state_dict(bundle: Bundle) -> tuple[dict[str, np.ndarray], list[str]]:
     """The flat state dict of `bundle` and notes for the user (constructor calls, skipped layers)."""
+    target = build_target(bundle)
+    return target.state, target.notes
+
+
+def build_target(bundle: Bundle) -> Target:
     emissions = plan(bundle)
-    state: dict[str, np.ndarray] = {}
-    notes: list[str] = []
+    out = Target()
     owner: dict[str, str] = {}
 
     def put(prefix: str, params: dict, who: str):
         for key, array in params.items():
             full = f"{prefix}.{key}" if prefix else key
-            if full in state:
+            if full in out.state:
                 raise UnsupportedError(
                     f"Layers {owner[full]!r} and {who!r} would both be written as {full!r} in the state dict; "
                     f"rename one of them or convert them one at a time with --layer.")
-            state[full] = np.ascontiguousarray(array)
+            out.state[full] = np.ascontiguousarray(array)
             owner[full] = who
+
+    def built(prefix: str, call: str | None, sources: list[str]):
+        out.modules.append((prefix, call, sources))
+        if call:
+            out.notes.append(f"{prefix or 'the root module'} = {call}  # from {', '.join(map(repr, sources))}")
 
     by_layer = {id(l): e for e in emissions for l in e.layers}
     written = set()
@@ -428,29 +446,31 @@ def to_state_dict(bundle: Bundle) -> tuple[dict[str, np.ndarray], list[str]]:
                 continue
             written.add(id(emission))
             put(emission.prefix, emission.params(), item.name)
-            target = emission.prefix or "the root module"
-            source = ", ".join(repr(l.name) for l in emission.layers)
-            notes.append(f"{target} = {emission.constructor()}  # from {source}")
+            built(emission.prefix, emission.constructor(), [l.name for l in emission.layers])
+            where = emission.prefix or "the root module"
             if any(l.options.get("go_backwards") for l in emission.layers):
-                notes.append(f"{target}: the source runs backwards in time (go_backwards=True); feed the module "
-                             f"the time-reversed sequence (x.flip(1)).")
+                out.notes.append(f"{where}: the source runs backwards in time (go_backwards=True); feed the "
+                                 f"module the time-reversed sequence (x.flip(1)).")
             if any(l.options.get("merge_mode") not in (None, "concat") for l in emission.layers):
-                notes.append(f"{target}: the source merged its two directions with merge_mode="
-                             f"{item.options['merge_mode']!r}; nn modules concatenate them.")
+                out.notes.append(f"{where}: the source merged its two directions with merge_mode="
+                                 f"{item.options['merge_mode']!r}; nn modules concatenate them.")
         else:
-            params, note = _opaque_params(item)
+            params, call = _opaque_params(item)
             if params is None:
-                notes.append(note)
+                out.notes.append(f"skipped {item.name!r} ({item.class_name or 'unknown class'}): only Dense and "
+                                 f"Embedding layers have a one-to-one PyTorch module.")
                 continue
-            prefix = item.options["module"] if item.options.get("format") == "torch" else identifier(item.name)
+            if not params:
+                continue
+            torch_origin = item.options.get("format") == "torch"
+            prefix = item.options["module"] if torch_origin else identifier(item.name)
             put(prefix, params, item.name)
-            if note:
-                notes.append(note)
-    return state, notes
+            built(prefix, call, [item.name])
+    return out
 
 
 def _opaque_params(item: OpaqueLayer) -> tuple[dict | None, str | None]:
-    """(state-dict entries, note) for a non-recurrent item; (None, why) when it is skipped."""
+    """(state-dict entries, constructor call or None) for a non-recurrent item; (None, None) when skipped."""
     if item.options.get("format") == "torch":
         return dict(item.weights), None
     short = {_short(n): a for n, a in item.weights}
@@ -466,15 +486,12 @@ def _opaque_params(item: OpaqueLayer) -> tuple[dict | None, str | None]:
         bias = short.get("bias", arrays[1] if len(arrays) == 2 else None)
         if bias is not None:
             params["bias"] = bias
-        call = constructor("nn.Linear", kernel.shape[0], kernel.shape[1], bias=bias is not None)
-        return params, f"{identifier(item.name)} = {call}  # from {item.name!r}"
+        return params, constructor("nn.Linear", kernel.shape[0], kernel.shape[1], bias=bias is not None)
     if is_embedding and len(arrays) == 1 and arrays[0].ndim == 2:
-        call = f"nn.Embedding({arrays[0].shape[0]}, {arrays[0].shape[1]})"
-        return {"weight": arrays[0]}, f"{identifier(item.name)} = {call}  # from {item.name!r}"
+        return {"weight": arrays[0]}, f"nn.Embedding({arrays[0].shape[0]}, {arrays[0].shape[1]})"
     if not arrays:
         return {}, None
-    return None, (f"skipped {item.name!r} ({cls or 'unknown class'}): only Dense and Embedding layers "
-                  f"have a one-to-one PyTorch module.")
+    return None, None
 
 
 def _short(weight_name: str) -> str:
