@@ -9,7 +9,7 @@ import jsonschema
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 sys.path.insert(0, str(Path(__file__).parent))
 from onnx_helpers import make_model, max_abs, session  # noqa: E402
