@@ -24,6 +24,7 @@ MODELS = {
     "k2_layers.h5": False,
     "k2_activations.h5": False,
     "k2_nested.h5": False,
+    "k2_time_distributed.h5": False,
 }
 
 

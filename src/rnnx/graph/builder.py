@@ -53,10 +53,30 @@ def build_model(bundle: Bundle, opset: int | None = None, time_major: bool = Fal
 
 
 def _type_outputs(model: onnx.ModelProto) -> None:
-    """Give every graph output the type and shape ONNX shape inference finds for it."""
-    inferred = onnx.shape_inference.infer_shapes(model).graph.output
-    del model.graph.output[:]
-    model.graph.output.extend(inferred)
+    """Give every graph output the type and shape ONNX shape inference finds for it.
+
+    Inference runs on a skeleton: large weights become typed inputs instead of data, so the
+    weights are not serialized an extra time; small constants (shapes, axes) stay, since
+    inference reads their values.
+    """
+    graph = model.graph
+    small = [t for t in graph.initializer if _elements(t) <= 64]
+    stand_ins = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                 for t in graph.initializer if _elements(t) > 64]
+    skeleton_graph = helper.make_graph(graph.node, graph.name, list(graph.input) + stand_ins, graph.output,
+                                       initializer=small)
+    skeleton = helper.make_model(skeleton_graph, opset_imports=model.opset_import)
+    skeleton.ir_version = model.ir_version
+    inferred = onnx.shape_inference.infer_shapes(skeleton).graph.output
+    del graph.output[:]
+    graph.output.extend(inferred)
+
+
+def _elements(tensor) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
 
 
 def _live(nodes: list, initializers: list, outputs: list[str]) -> tuple[list, list]:
