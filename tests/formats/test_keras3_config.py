@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keras3_helpers import KERAS2, archive_config, max_abs  # noqa: E402
+from keras3_helpers import (FIXTURES, KERAS2, archive_config, max_abs, tf_keras_cpu_model,  # noqa: E402
+                            use_keras3_hard_sigmoid)
 
 import rnnx  # noqa: E402
 from rnnx.canonical import Direction, RecurrentLayer  # noqa: E402
@@ -121,7 +122,8 @@ def test_keras3_config_keys_are_what_keras3_writes():
         "Maximum": L.Maximum(), "Minimum": L.Minimum(), "Conv1D": L.Conv1D(2, 2), "MaxPooling1D": L.MaxPooling1D(2),
         "AveragePooling1D": L.AveragePooling1D(2), "GlobalMaxPooling1D": L.GlobalMaxPooling1D(),
         "GlobalAveragePooling1D": L.GlobalAveragePooling1D(), "BatchNormalization": L.BatchNormalization(),
-        "LayerNormalization": L.LayerNormalization(),
+        "LayerNormalization": L.LayerNormalization(), "ReLU": L.ReLU(), "LeakyReLU": L.LeakyReLU(), "ELU": L.ELU(),
+        "Softmax": L.Softmax(), "PReLU": L.PReLU(),
     }
     assert set(samples) == set(keras3_config.KEYS3)
     for name, layer in samples.items():
@@ -159,7 +161,51 @@ def test_options_without_keras3_counterpart_are_noted_or_refused():
             {"class_name": "Dense", "config": {"name": "d", "units": 2}}]}}, {})
 
 
-def test_nested_model_is_refused_with_a_sentence(tmp_path, cli):
-    out = tmp_path / "nested.keras"
-    result = cli("convert", KERAS2 / "cudnn_nested_full.h5", out)
-    assert result.returncode == 2 and "nested model" in result.stderr and not out.exists()
+MODELS = FIXTURES / "models"  # the graph exporter's whole-model fixtures, made by tf_keras
+
+
+@pytest.mark.parametrize("name", ["k2_seed_cudnn", "k2_cudnn_mix", "k2_layers", "k2_masking", "k2_merges",
+                                  "k2_merges_masked", "k2_nested", "k2_stateful", "k2_states", "k2_activations"])
+def test_whole_keras2_models_become_keras3_models(name, tmp_path):
+    """Nested models, shared layers, masks, initial states, return_state, stateful layers, every activation."""
+    import keras
+
+    src, out = MODELS / f"{name}.h5", tmp_path / f"{name}.keras"
+    accept = name == "k2_activations"
+    if accept:
+        with pytest.raises(rnnx.UnsupportedError, match="hard_sigmoid"):
+            rnnx.convert(src, out)
+    rnnx.convert(src, out, accept_activation_change=accept)
+    model = keras.models.load_model(out)
+    oracle = tf_keras_cpu_model(src)
+    use_keras3_hard_sigmoid(oracle)
+    rng = np.random.default_rng(23)
+    xs = []
+    for inp in oracle.inputs:
+        shape = [inp.shape[0] or 3] + [d or 7 for d in inp.shape[1:]]
+        xs.append(rng.integers(1, 5, shape).astype("int32") if "int" in str(inp.dtype)
+                  else rng.standard_normal(shape).astype("float32"))
+    want, got = oracle.predict(xs, verbose=0), model.predict(xs, verbose=0)
+    want, got = (want, got) if isinstance(want, list) else ([want], [got])
+    assert len(want) == len(got)
+    assert max(max_abs(a, b) for a, b in zip(got, want)) <= 1e-5
+
+
+def test_cudnn_nested_model_becomes_a_keras3_model(tmp_path):
+    import keras
+
+    from keras3_helpers import tf_keras_cpu_twin
+
+    rnnx.convert(KERAS2 / "cudnn_nested_full.h5", tmp_path / "nested.keras")
+    model = keras.models.load_model(tmp_path / "nested.keras")
+    assert type(model.get_layer("encoder")).__name__ == "Sequential"
+    x = np.random.default_rng(24).standard_normal((2, 6, 4)).astype("float32")
+    assert max_abs(model.predict(x, verbose=0), tf_keras_cpu_twin("cudnn_nested").predict(x, verbose=0)) <= 1e-5
+
+
+@pytest.mark.parametrize("name, layer", [("k2_lambda", "times_two"), ("k2_custom", "my_scale")])
+def test_layers_rnnx_cannot_translate_are_refused(name, layer, tmp_path, cli):
+    out = tmp_path / "x.keras"
+    result = cli("convert", MODELS / f"{name}.h5", out)
+    assert result.returncode == 2 and layer in result.stderr and ".weights.h5" in result.stderr
+    assert not out.exists()

@@ -7,67 +7,17 @@ files, the oracle is tf_keras with the layers' recurrent activation swapped for 
 hard_sigmoid (slope 1/6), which is what the accepted conversion promises.
 """
 
-import copy
-import json
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keras3_helpers import archive_member, h5_datasets, max_abs, same_arrays  # noqa: E402
+from keras3_helpers import (archive_member, h5_datasets, max_abs, same_arrays, tf_keras_cpu_model,  # noqa: E402
+                            use_keras3_hard_sigmoid)
 
 import rnnx  # noqa: E402
-
-
-def _cpu_config(config):
-    """The model config with CuDNNLSTM / CuDNNGRU replaced by the CPU layers that compute the same."""
-    config = copy.deepcopy(config)
-
-    def rewrite(layer):
-        if layer.get("class_name") == "CuDNNLSTM":
-            layer["class_name"] = "LSTM"
-            layer["config"].update(activation="tanh", recurrent_activation="sigmoid")
-        elif layer.get("class_name") == "CuDNNGRU":
-            layer["class_name"] = "GRU"
-            layer["config"].update(activation="tanh", recurrent_activation="sigmoid", reset_after=True)
-        for inner in ("layer",):
-            if isinstance(layer.get("config"), dict) and isinstance(layer["config"].get(inner), dict):
-                rewrite(layer["config"][inner])
-
-    layers = config["config"] if isinstance(config["config"], list) else config["config"]["layers"]
-    for layer in layers:
-        rewrite(layer)
-    return config
-
-
-def _tf_keras_model(path, config_path=None):
-    import tf_keras
-
-    if config_path is None:
-        with h5py.File(path) as f:
-            config = json.loads(f.attrs["model_config"])
-    else:
-        config = json.loads(Path(config_path).read_text())
-    model = tf_keras.models.model_from_json(json.dumps(_cpu_config(config)))
-    model.load_weights(str(path))  # tf_keras converts CuDNN weights itself
-    return model
-
-
-def _keras3_hard_sigmoid(x):
-    import tensorflow as tf
-
-    return tf.clip_by_value(x / 6.0 + 0.5, 0.0, 1.0)
-
-
-def _use_keras3_hard_sigmoid(model):
-    for layer in model.layers:
-        for rnn in (getattr(layer, "forward_layer", None), getattr(layer, "backward_layer", None), layer):
-            cell = getattr(rnn, "cell", None)
-            if getattr(getattr(cell, "recurrent_activation", None), "__name__", "") == "hard_sigmoid":
-                cell.recurrent_activation = _keras3_hard_sigmoid
 
 
 CASES = [
@@ -98,9 +48,9 @@ def test_keras2_corpus_model_becomes_a_keras3_model(name, config, size, hard, co
     if hard:
         assert "moves by up to" in result.stdout
     model = keras.models.load_model(out)  # no custom objects
-    oracle = _tf_keras_model(src, cfg)
+    oracle = tf_keras_cpu_model(src, cfg)
     if hard:
-        _use_keras3_hard_sigmoid(oracle)
+        use_keras3_hard_sigmoid(oracle)
     batch, steps = size
     fixed = oracle.inputs[0].shape  # some files fix the batch size or the sequence length
     x = np.random.default_rng(11).standard_normal((fixed[0] or batch, fixed[1] or steps, fixed[2])).astype("float32")

@@ -84,11 +84,18 @@ KEYS3: dict[str, tuple[str, ...]] = {
     "LayerNormalization": ("axis", "epsilon", "center", "scale", "rms_scaling", "beta_initializer",
                            "gamma_initializer", "beta_regularizer", "gamma_regularizer", "beta_constraint",
                            "gamma_constraint"),
+    "ReLU": ("max_value", "negative_slope", "threshold"),
+    "LeakyReLU": ("negative_slope",),
+    "ELU": ("alpha",),
+    "Softmax": ("axis",),
+    "PReLU": ("alpha_initializer", "alpha_regularizer", "alpha_constraint", "shared_axes"),
 }
+# Keras 3 key -> the Keras 2 key holding the same value, where they were renamed.
+RENAMED_KEYS = {"LeakyReLU": {"negative_slope": "alpha"}}
 # Keras 3.15 writes `trainable` for these but their constructor refuses it, so it is left out.
 NO_TRAINABLE_ARGUMENT = {"SpatialDropout1D"}
 # Layers Keras 3 gives a build_config (those that build weights or shapes in build()).
-WITH_BUILD_CONFIG = {"Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "TimeDistributed", "Dense",
+WITH_BUILD_CONFIG = {"PReLU", "Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "TimeDistributed", "Dense",
                      "Flatten", "Permute", "RepeatVector", "Conv1D", "BatchNormalization", "LayerNormalization",
                      "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 # Keras 2 class -> Keras 3 class where they differ.
@@ -122,16 +129,23 @@ ACTIVATIONS3 = {"linear", "relu", "sigmoid", "tanh", "softmax", "softplus", "sof
                 "hard_silu", "hard_swish", "hard_sigmoid"}
 MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 PASS_THROUGH = ("Masking", "Activation", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
-                "AlphaDropout", "ActivityRegularization", "BatchNormalization", "LayerNormalization")
+                "AlphaDropout", "ActivityRegularization", "BatchNormalization", "LayerNormalization", "ReLU",
+                "LeakyReLU", "ELU", "Softmax", "PReLU")
 
 
 @dataclass
 class Context:
     """What the translation needs besides the config, and the notes it gathers."""
 
-    recurrent: dict[str, RecurrentLayer]  # canonical layers by Keras layer name
+    recurrent: dict[str, RecurrentLayer]  # canonical layers by Keras layer name ("outer/inner" when nested)
     accept_activation_change: bool = False
     notes: list[str] = field(default_factory=list)
+    scope: list[str] = field(default_factory=list)  # names of the nested models being translated
+
+    def find(self, name: str) -> RecurrentLayer | None:
+        if self.scope:
+            return self.recurrent.get("/".join(self.scope + [name]))
+        return self.recurrent.get(name)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -144,14 +158,15 @@ def translate(model_config: dict, recurrent: dict[str, RecurrentLayer],
     ctx = Context(recurrent, accept_activation_change)
     if not isinstance(model_config, dict) or "class_name" not in model_config:
         raise UnsupportedError("The Keras 2 model config is not a serialized model (no class_name).")
-    model = _model(model_config, ctx)
+    model, _ = _model(model_config, ctx)
     return model, ctx.notes
 
 
-def _model(entry: dict, ctx: Context) -> dict:
+def _model(entry: dict, ctx: Context, input_shape: Shape | None = None) -> tuple[dict, list[Shape]]:
+    """A Keras 3 model entry and its output shapes."""
     kind = entry["class_name"]
     if kind == "Sequential":
-        return _sequential(entry, ctx)
+        return _sequential(entry, ctx, input_shape)
     if kind in ("Model", "Functional"):
         return _functional(entry, ctx)
     raise UnsupportedError(f"The model is a {kind!r}; rnnx writes .keras files for Sequential and functional "
@@ -161,7 +176,7 @@ def _model(entry: dict, ctx: Context) -> dict:
 # --- Sequential -------------------------------------------------------------------
 
 
-def _sequential(entry: dict, ctx: Context) -> dict:
+def _sequential(entry: dict, ctx: Context, input_shape: Shape | None = None) -> tuple[dict, list[Shape]]:
     config = entry.get("config")
     if isinstance(config, list):  # Keras <= 2.1: the layer list itself
         name, layers, build_shape = "sequential", config, None
@@ -179,7 +194,7 @@ def _sequential(entry: dict, ctx: Context) -> dict:
         layers = layers[1:]
     else:
         cfg = first.get("config", {})
-        shape = cfg.get("batch_input_shape") or build_shape
+        shape = cfg.get("batch_input_shape") or build_shape or input_shape
         if shape is None and cfg.get("input_dim") is not None:
             shape = [None, cfg.get("input_length"), cfg["input_dim"]] if first.get("class_name") in RECURRENT_LIKE \
                 else [None, cfg["input_dim"]]
@@ -204,7 +219,7 @@ def _sequential(entry: dict, ctx: Context) -> dict:
         "config": {"name": name, "trainable": True, "dtype": _policy("float32"), "layers": out_layers,
                    "build_input_shape": shape},
         "registered_name": None, "build_config": {"input_shape": shape},
-    }
+    }, [current]
 
 
 RECURRENT_LIKE = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional", "Conv1D", "TimeDistributed"}
@@ -220,31 +235,35 @@ def _input_layer(name: str, batch_shape: Shape, dtype: str) -> dict:
 # --- Functional -------------------------------------------------------------------
 
 
-def _functional(entry: dict, ctx: Context) -> dict:
+def _functional(entry: dict, ctx: Context) -> tuple[dict, list[Shape]]:
     config = entry.get("config", {})
     layers = config.get("layers", [])
-    outputs: dict[tuple[str, int], list[Shape]] = {}  # (layer, node) -> output shapes
+    outputs: dict[tuple[str, int], list[Shape]] = {}  # (layer, Keras 2 node index) -> output shapes
     translated: dict[str, dict] = {}
+    # A nested model's first node is its own input-to-output link: Keras 2 counts it in node indices for
+    # every nested model with an input, Keras 3 only for Functional ones.
+    renumber = {l["name"]: _keras3_first_node(l) - _keras2_first_node(l) for l in layers}
     pending = list(layers)
     while pending:  # Keras 2 lists layers topologically; a second pass covers odd orders
         progress = False
         for layer in list(pending):
             nodes = _inbound(layer)
             if all(all((t[0], t[1]) in outputs for t in node) for node in nodes):
-                translated[layer["name"]] = _functional_layer(layer, nodes, outputs, ctx)
+                translated[layer["name"]] = _functional_layer(layer, nodes, outputs, renumber, ctx)
                 pending.remove(layer)
                 progress = True
         if not progress:
             names = ", ".join(repr(l.get("name")) for l in pending)
             raise UnsupportedError(f"The functional model's layers {names} take inputs no layer produces.")
     out_layers = [translated[l["name"]] for l in layers]
+    ends = [list(x[:3]) for x in config.get("output_layers", [])]
     return {
         "module": "keras.src.models.functional", "class_name": "Functional",
         "config": {"name": config.get("name", "functional"), "trainable": True, "layers": out_layers,
-                   "input_layers": _endpoints(config.get("input_layers", [])),
-                   "output_layers": _endpoints(config.get("output_layers", []))},
+                   "input_layers": _endpoints(config.get("input_layers", []), renumber),
+                   "output_layers": _endpoints(config.get("output_layers", []), renumber)},
         "registered_name": "Functional", "build_config": {"input_shape": None},
-    }
+    }, [outputs[(n, k)][i] for n, k, i in ends]
 
 
 def _inbound(layer: dict) -> list[list[list]]:
@@ -267,7 +286,22 @@ def _inbound(layer: dict) -> list[list[list]]:
     return out
 
 
-def _functional_layer(layer: dict, nodes: list, outputs: dict, ctx: Context) -> dict:
+def _keras2_first_node(layer: dict) -> int:
+    if layer.get("class_name") in ("Model", "Functional"):
+        return 1
+    if layer.get("class_name") == "Sequential":
+        config = layer.get("config")
+        first = (config if isinstance(config, list) else (config or {}).get("layers", [{}]))[:1] or [{}]
+        has_input = first[0].get("class_name") == "InputLayer" or "batch_input_shape" in first[0].get("config", {})
+        return 1 if has_input else 0
+    return 0
+
+
+def _keras3_first_node(layer: dict) -> int:
+    return 1 if layer.get("class_name") in ("Model", "Functional") else 0
+
+
+def _functional_layer(layer: dict, nodes: list, outputs: dict, renumber: dict, ctx: Context) -> dict:
     name = layer["name"]
     if layer.get("class_name") == "InputLayer":
         cfg = layer.get("config", {})
@@ -280,27 +314,35 @@ def _functional_layer(layer: dict, nodes: list, outputs: dict, ctx: Context) -> 
         return entry
     entry = None
     inbound = []
+    takes_state = layer.get("class_name") in RECURRENT_CLASSES or layer.get("class_name") in (
+        "Bidirectional", "CuDNNLSTM", "CuDNNGRU")
     for k, node in enumerate(nodes):
         in_shapes = [outputs[(t[0], t[1])][t[2]] for t in node]
-        translated, out_shapes = _layer(layer, in_shapes, ctx)
+        tensors = [_keras_tensor(t, outputs[(t[0], t[1])][t[2]], renumber) for t in node]
+        if takes_state and len(node) > 1:
+            # Keras 2 lists an RNN's initial states after its input; Keras 3 takes them as initial_state=
+            translated, out_shapes = _layer(layer, in_shapes[:1], ctx)
+            inbound.append({"args": [tensors[0]], "kwargs": {"initial_state": tensors[1:]}})
+        else:
+            translated, out_shapes = _layer(layer, in_shapes, ctx)
+            inbound.append({"args": [tensors[0] if len(tensors) == 1 else tensors], "kwargs": {}})
         if entry is None:
             entry = translated
-        outputs[(name, k)] = out_shapes
-        tensors = [_keras_tensor(t, outputs[(t[0], t[1])][t[2]]) for t in node]
-        inbound.append({"args": [tensors[0] if len(tensors) == 1 else tensors], "kwargs": {}})
+        outputs[(name, k + _keras2_first_node(layer))] = out_shapes
     if entry is None:
         raise UnsupportedError(f"Layer {name!r} is never called in the functional model.")
     entry.update(name=name, inbound_nodes=inbound)
     return entry
 
 
-def _keras_tensor(t: list, shape: Shape) -> dict:
+def _keras_tensor(t: list, shape: Shape, renumber: dict) -> dict:
+    history = [t[0], t[1] + renumber.get(t[0], 0), t[2]]
     return {"class_name": "__keras_tensor__",
-            "config": {"shape": list(shape), "dtype": "float32", "keras_history": [t[0], t[1], t[2]]}}
+            "config": {"shape": list(shape), "dtype": "float32", "keras_history": history}}
 
 
-def _endpoints(items: list) -> list:
-    items = [list(x[:3]) for x in items]
+def _endpoints(items: list, renumber: dict) -> list:
+    items = [[x[0], x[1] + renumber.get(x[0], 0), x[2]] for x in items]
     return items[0] if len(items) == 1 else items
 
 
@@ -312,8 +354,7 @@ def _layer(layer: dict, in_shapes: list[Shape], ctx: Context) -> tuple[dict, lis
     cfg = layer.get("config", {})
     name = cfg.get("name", layer.get("name"))
     if class_name in ("Sequential", "Model", "Functional"):
-        raise UnsupportedError(f"Layer {name!r} is a nested model, which rnnx does not translate to a .keras file "
-                               f"yet; write .weights.h5 and build the model in code instead.")
+        return _nested(layer, name, in_shapes, ctx)
     handler = HANDLERS.get(class_name)
     if handler is None:
         raise UnsupportedError(
@@ -326,6 +367,22 @@ def _layer(layer: dict, in_shapes: list[Shape], ctx: Context) -> tuple[dict, lis
     return entry, out_shapes
 
 
+def _nested(layer: dict, name: str, in_shapes: list[Shape], ctx: Context) -> tuple[dict, list[Shape]]:
+    """A model used as a layer: translated whole, its recurrent layers found as "outer/inner"."""
+    if len(in_shapes) != 1:
+        raise UnsupportedError(f"Nested model {name!r} takes several inputs, which rnnx does not translate; "
+                               f"write .weights.h5 and build the model in code instead.")
+    ctx.scope.append(name)
+    try:
+        entry, out_shapes = _model({"class_name": layer["class_name"], "config": layer.get("config")}, ctx,
+                                   in_shapes[0])
+    finally:
+        ctx.scope.pop()
+    if entry["class_name"] == "Sequential":
+        entry["config"]["name"] = name
+    return entry, out_shapes
+
+
 def _common(cfg: dict, k3_class: str, ctx: Context, skip: tuple = ()) -> dict:
     """name, trainable, dtype and every key Keras 3 accepts, values translated; notes what is dropped."""
     name = cfg.get("name")
@@ -334,14 +391,17 @@ def _common(cfg: dict, k3_class: str, ctx: Context, skip: tuple = ()) -> dict:
         if not out.pop("trainable"):
             ctx.note(f"layer {name!r}: Keras 3 {k3_class} cannot be created frozen; it is trainable now.")
     keys = KEYS3[k3_class]
+    renamed = RENAMED_KEYS.get(k3_class, {})
     for key in keys:
-        if key in cfg and key not in skip:
-            out[key] = _value(key, cfg[key], name, ctx)
+        src = renamed.get(key, key)
+        if src in cfg and key not in skip:
+            out[key] = _value(key, cfg[src], name, ctx)
     if cfg.get("time_major"):
         raise UnsupportedError(f"Layer {name!r} is time_major, which Keras 3 layers are not; "
                                f"write .weights.h5 or ONNX (rnnx convert --time-major) instead.")
     for key, value in cfg.items():
-        if key in keys or key in IGNORED_KEYS or key in skip or value in (None, False, 0, 0.0, "", [], {}):
+        if key in keys or key in renamed.values() or key in IGNORED_KEYS or key in skip or \
+                value in (None, False, 0, 0.0, "", [], {}):
             continue
         ctx.note(f"layer {name!r}: the Keras 2 option {key}={value!r} has no Keras 3 counterpart and was dropped.")
     return out
@@ -422,7 +482,7 @@ def _policy(dtype) -> dict:
 def _recurrent(class_name: str, cfg: dict, in_shapes: list[Shape], ctx: Context, wrapped_name: str | None = None):
     k3_class = RENAMED_CLASSES.get(class_name, class_name)
     name = cfg.get("name")
-    canonical = ctx.recurrent.get(wrapped_name or name)
+    canonical = ctx.find(wrapped_name or name)
     if canonical is None:
         raise UnsupportedError(f"Layer {name!r} ({class_name}) has no weights in the source; "
                                f"the .keras file would be incomplete.")
@@ -469,7 +529,7 @@ def _bidirectional(class_name: str, cfg: dict, in_shapes: list[Shape], ctx: Cont
     if inner_class not in RECURRENT_CLASSES and inner_class not in RENAMED_CLASSES:
         raise UnsupportedError(f"Layer {name!r} wraps a {inner_class!r}; rnnx writes Bidirectional LSTM, GRU, "
                                f"SimpleRNN, CuDNNLSTM and CuDNNGRU to Keras 3.")
-    canonical = ctx.recurrent.get(name)
+    canonical = ctx.find(name)
     if canonical is None or canonical.num_directions != 2:
         raise UnsupportedError(f"Bidirectional layer {name!r} has no two-direction weights in the source.")
     inner_cfg = dict(inner.get("config", {}))

@@ -315,9 +315,19 @@ class ConfigLayer:
     class_name: str
     config: dict
     entry: dict  # the whole serialized layer (module, class_name, config, ...)
+    scope: tuple[str, ...] = ()  # names of the models it is nested in, outermost first
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.path.rsplit("/", 1)[-1]
+
+    @property
+    def qualified_name(self) -> str:
+        """"outer/inner" inside nested models, as the Keras 2 reader names such layers too."""
+        return "/".join(self.scope + (self.name,))
 
 
-def walk_config(model: dict, prefix: str = "") -> Iterator[ConfigLayer]:
+def walk_config(model: dict, prefix: str = "", scope: tuple[str, ...] = ()) -> Iterator[ConfigLayer]:
     """The layers of a serialized Keras 3 model, nested models flattened, in Keras's saving order."""
     config = model.get("config", {})
     layers = config.get("layers", []) if isinstance(config, dict) else []
@@ -328,11 +338,10 @@ def walk_config(model: dict, prefix: str = "") -> Iterator[ConfigLayer]:
         if sequential and class_name == "InputLayer":
             continue  # Sequential.layers leaves its InputLayer out
         path = namer.next(_python_class(entry))
+        layer = ConfigLayer(path, class_name, entry.get("config", {}), entry, scope)
+        yield layer
         if class_name in MODEL_CLASSES:
-            yield ConfigLayer(path, class_name, entry.get("config", {}), entry)
-            yield from walk_config(entry, prefix=path + "/")
-        else:
-            yield ConfigLayer(path, class_name, entry.get("config", {}), entry)
+            yield from walk_config(entry, prefix=path + "/", scope=scope + (layer.name,))
 
 
 def _python_class(entry: dict) -> str:
@@ -390,7 +399,7 @@ def _item_path(item) -> str:
 def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, provenance: dict):
     from ..canonical import OpaqueLayer
 
-    name = cl.config.get("name") or cl.path.rsplit("/", 1)[-1]
+    name = cl.qualified_name
     rnn_config = None
     if cl.class_name in RECURRENT_CLASSES:
         rnn_config, cells = cl.config, [f"{cl.path}/cell"]
@@ -578,8 +587,10 @@ def _entries_from_config(bundle, model_config: dict, accept_activation_change: b
     used: set[str] = set()
     entries: list[VarGroup] = []
     for cl in walk_config(model_config):
-        name = cl.config.get("name")
+        name = cl.qualified_name
         item = by_name.get(name)
+        if item is None and cl.scope:
+            item = _nested_part(by_name, cl, used)
         if cl.class_name in MODEL_CLASSES:
             entries.append(VarGroup(cl.path, name))
             continue
@@ -604,6 +615,23 @@ def _entries_from_config(bundle, model_config: dict, accept_activation_change: b
     if extra:
         notes.append(f"weights of {', '.join(extra)} belong to no layer of the model config and were left out.")
     return entries, notes
+
+
+def _nested_part(by_name: dict, cl: ConfigLayer, used: set):
+    """A nested model's layer read from a Keras 2 file: its weights sit in the outer group's OpaqueLayer,
+    named `<inner>/<weight>` (the Keras 2 reader's convention)."""
+    from ..canonical import OpaqueLayer
+
+    outer = cl.scope[0]
+    inner = "/".join(cl.scope[1:] + (cl.name,)) + "/"
+    for candidate in (outer, f"{outer}/rest"):
+        group = by_name.get(candidate)
+        if isinstance(group, OpaqueLayer):
+            weights = [(n, a) for n, a in group.weights if n.startswith(inner)]
+            if weights:
+                used.add(candidate)
+                return OpaqueLayer(cl.qualified_name, cl.class_name, weights)
+    return None
 
 
 WEIGHTED_CLASSES = {"Dense", "Embedding", "Conv1D", "BatchNormalization", "LayerNormalization", "PReLU",
