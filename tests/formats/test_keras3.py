@@ -223,6 +223,10 @@ def test_missing_or_broken_members_are_refused(tmp_path, cli):
         "no_weights": {k: v for k, v in members.items() if k != "model.weights.h5"},
         "bad_json": {**members, "config.json": b"{not json"},
         "bad_h5": {**members, "model.weights.h5": b"\x89HDF\r\n\x1a\n" + b"\0" * 100},
+        "bad_config": {**members, "config.json": b'{"class_name": "Sequential", "config": {"layers": [5]}}'},
+        "wrong_config": {**members, "config.json": json.dumps({"class_name": "Sequential", "config": {"layers": [
+            {"class_name": "Bidirectional", "config": {"name": "bi", "layer": {"class_name": "LSTM", "config": {}}}}]}}
+        ).encode()},
     }
     for label, content in cases.items():
         src = _zip(tmp_path / f"{label}.keras", content)
@@ -231,3 +235,34 @@ def test_missing_or_broken_members_are_refused(tmp_path, cli):
         result = cli("inspect", src)
         assert result.returncode == 2 and "Traceback" not in result.stderr, (label, result.stderr)
         assert str(src) in result.stderr
+
+
+def test_tf_keras_archive_keeps_keras2_hard_sigmoid(tmp_path):
+    """tf_keras 2.13+ writes .keras archives too; there hard_sigmoid means Keras 2's (slope 0.2)."""
+    import tf_keras
+
+    from rnnx.canonical import reference
+    from rnnx.canonical.activations import HARD_SIGMOID_KERAS2
+
+    model = tf_keras.Sequential([tf_keras.layers.LSTM(3, recurrent_activation="hard_sigmoid", return_sequences=True,
+                                                      input_shape=(6, 2))])
+    model.save(tmp_path / "tfk.keras")
+    (layer,) = rnnx.load(tmp_path / "tfk.keras").layers
+    assert layer.activations[0] == HARD_SIGMOID_KERAS2
+    x = np.random.default_rng(14).standard_normal((2, 6, 2)).astype("float32")
+    want = model.predict(x, verbose=0)
+    assert max_abs(reference.run_batch_first(layer, x)[0][:, :, 0], want) <= 1e-5
+
+
+def test_reading_and_writing_keras3_files_imports_no_framework(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys, rnnx\n"
+        f"rnnx.inspect({str(KERAS3 / 'mixed.keras')!r}); rnnx.inspect({str(KERAS3 / 'windows.weights.h5')!r})\n"
+        f"rnnx.convert({str(KERAS2 / 'cudnn_nested_full.h5')!r}, {str(tmp_path / 'a.keras')!r})\n"
+        f"rnnx.convert({str(KERAS3 / 'bidir.keras')!r}, {str(tmp_path / 'b.weights.h5')!r})\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras', 'torch') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -76,6 +76,9 @@ def read(path: Path, **_options) -> Bundle:
             return bundle_from_h5(h5, f"{path} ({WEIGHTS})", source, model_config=config)
     except OSError as exc:
         raise FormatError(f"{path}: its {WEIGHTS} cannot be read as HDF5 ({exc}).") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise FormatError(f"{path}: config.json does not describe the weights it comes with "
+                          f"({type(exc).__name__}: {exc}).") from None
 
 
 def read_members(path: Path, wanted=(CONFIG, METADATA, WEIGHTS)) -> dict[str, bytes]:

@@ -392,6 +392,14 @@ def items_from_tree(tree: dict[str, VarGroup], model_config: dict | None, where:
     return _unique_names(items), notes
 
 
+def keras_major(version) -> int:
+    """3 unless the file says an earlier Keras wrote it (tf.keras 2.13+ also writes .keras archives)."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 3
+
+
 def _item_path(item) -> str:
     return item.provenance.get("keras3_path") if isinstance(item, RecurrentLayer) else item.options["keras3_path"]
 
@@ -425,7 +433,8 @@ def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, pro
             prov["wrapper"] = "Bidirectional"
         return RecurrentLayer(
             name=name, cell=cell, directions=directions,
-            activations=activations_from_config(cell, rnn_config, 3, where_layer),
+            activations=activations_from_config(cell, rnn_config, keras_major(provenance.get("keras_version")),
+                                                where_layer),
             reset_after=reset_after if cell == "gru" else True, provenance=prov, options=options)
     owned = [p for p in tree if p == cl.path or p.startswith(cl.path + "/")]
     claimed.update(owned)
