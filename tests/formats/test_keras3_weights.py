@@ -197,3 +197,12 @@ def test_bad_files_are_refused(tmp_path, cli):
     text = tmp_path / "text.weights.h5"
     text.write_text("not hdf5")
     assert cli("inspect", text).returncode == 2
+
+
+@pytest.mark.parametrize("src", [KERAS3 / "bidir.keras", KERAS2 / "cudnn_bidir_full.h5"])
+def test_one_layer_with_layer_option(src, tmp_path, cli):
+    out = tmp_path / "one.weights.h5"
+    result = cli("convert", src, out, "--layer", "bi_gru" if "bidir.keras" in str(src) else "bi_sum", "--verify")
+    assert result.returncode == 0, result.stderr
+    (layer,) = rnnx.load(out).layers
+    assert layer.num_directions == 2 and layer.cell == "gru"

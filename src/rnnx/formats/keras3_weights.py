@@ -66,10 +66,12 @@ def bundle_from_h5(h5, where: str, source: dict, model_config: dict | None = Non
     return Bundle(items, source)
 
 
-def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, **_options) -> list[str]:
+def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, layer: str | None = None,
+          **_options) -> list[str]:
     import h5py
 
-    entries, notes = tree_entries(bundle, accept_activation_change)
+    # one layer picked with --layer: the model's config no longer describes the bundle
+    entries, notes = tree_entries(bundle, accept_activation_change, use_config=layer is None)
     if not any(e.arrays for e in entries):
         raise UnsupportedError(f"Nothing to write to {path}: the source has no layers Keras 3 can hold.")
     with atomic_output(Path(path)) as tmp:
@@ -78,11 +80,11 @@ def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, **
     return notes
 
 
-def tree_entries(bundle: Bundle, accept_activation_change: bool) -> tuple[list, list[str]]:
+def tree_entries(bundle: Bundle, accept_activation_change: bool, use_config: bool = True) -> tuple[list, list[str]]:
     """Where every variable goes, using the model's Keras 3 config when the source has one."""
     notes = list(_activation_notes(bundle, accept_activation_change))
     config = None
-    fmt = bundle.source.get("format")
+    fmt = bundle.source.get("format") if use_config else None
     if bundle.source.get("model_config") and fmt == "keras":
         config = bundle.source["model_config"]
     elif bundle.source.get("model_config") and fmt == "keras-h5":
