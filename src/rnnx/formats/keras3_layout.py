@@ -32,8 +32,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..canonical import Direction, RecurrentLayer
-from ..canonical.activations import SIGMOID, TANH, from_keras, to_keras
-from ..canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, fuse, reorder
+from ..canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, from_keras, to_keras
+from ..canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, reorder
 from ..errors import FormatError, UnsupportedError
 
 # Keras recurrent layer classes and the canonical cell each holds.
@@ -155,8 +155,6 @@ def activation_names(layer: RecurrentLayer, accept_activation_change: bool = Fal
 
 
 def _keras3_name(act) -> str:
-    from ..canonical.activations import HARD_SIGMOID_KERAS2
-
     if act == HARD_SIGMOID_KERAS2:  # only reached when the change was accepted
         return "hard_sigmoid"
     return to_keras(act, 3)
@@ -164,8 +162,6 @@ def _keras3_name(act) -> str:
 
 def refusal(layer: RecurrentLayer, accept_activation_change: bool = False) -> str | None:
     """Why a Keras 3 file cannot hold `layer` exactly, or None."""
-    from ..canonical.activations import HARD_SIGMOID_KERAS2
-
     name = layer.name
     if layer.has_peepholes:
         return f"layer {name!r} has peephole weights, which Keras 3 LSTM does not have; convert it to ONNX instead."
@@ -196,7 +192,6 @@ def activation_deviation(layer: RecurrentLayer, seed: int = 0, batch: int = 8, s
     from dataclasses import replace
 
     from ..canonical import reference
-    from ..canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3
 
     changed = replace(layer, activations=tuple(HARD_SIGMOID_KERAS3 if a == HARD_SIGMOID_KERAS2 else a
                                                for a in layer.activations))
@@ -224,8 +219,6 @@ def activations_from_config(cell: str, config: dict, keras_major: int, where: st
                                f"known: hard_sigmoid, sigmoid, tanh, relu, linear, softsign, softplus, elu.") from None
     return (gate, act, act) if cell == "lstm" else (gate, act)
 
-
-DEFAULT_ACTIVATIONS = {"lstm": (SIGMOID, TANH, TANH), "gru": (SIGMOID, TANH), "rnn": (TANH,)}
 
 
 # --- the HDF5 tree ---------------------------------------------------------------
