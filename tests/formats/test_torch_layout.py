@@ -115,3 +115,13 @@ def test_keras_opaque_layers():
     assert notes == ["dense = nn.Linear(4, 2)  # from 'dense'", "emb = nn.Embedding(7, 3)  # from 'emb'",
                      "skipped 'norm' (BatchNormalization): only Dense and Embedding layers have a one-to-one "
                      "PyTorch module."]
+
+
+def test_names_stay_unique():
+    state = {"rnn.weight_ih_l0": _arr(8, 3), "rnn.weight_hh_l0": _arr(8, 2),
+             "rnn.l0.weight_ih": _arr(8, 3), "rnn.l0.weight_hh": _arr(8, 2)}
+    items = torch_layout.read_state_dict(state, Path("x.safetensors"))
+    assert [i.name for i in items] == ["rnn.l0", "rnn.l0_2"]
+    assert [i.provenance["module"] for i in items] == ["rnn", "rnn.l0"]
+    written, _ = torch_layout.to_state_dict(Bundle(items))
+    assert list(written) == list(state)

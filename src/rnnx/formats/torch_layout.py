@@ -107,7 +107,6 @@ class _ModuleKeys:
     prefix: str
     cell_style: bool
     tensors: dict = field(default_factory=dict)  # (stack k, direction d) -> {param: array}
-    keys: list = field(default_factory=list)
 
 
 def read_state_dict(state: dict[str, np.ndarray], path: Path) -> list[RecurrentLayer | OpaqueLayer]:
@@ -129,7 +128,6 @@ def read_state_dict(state: dict[str, np.ndarray], path: Path) -> list[RecurrentL
                     f"(weight_ih_l0); these do not form one PyTorch module.")
             slot = (0, 0) if cell_style else (int(m["layer"]), 1 if m["reverse"] else 0)
             group.tensors.setdefault(slot, {})[m["param"]] = array
-            group.keys.append(key)
         else:
             prefix, _, param = key.rpartition(".")
             if prefix not in opaque:
@@ -137,20 +135,18 @@ def read_state_dict(state: dict[str, np.ndarray], path: Path) -> list[RecurrentL
                 order.append(("opaque", prefix))
             opaque[prefix].append((param, array))
 
-    items: list = []
-    for kind, prefix in order:
-        if kind == "rnn":
-            items.extend(_module_layers(modules[prefix], path))
-    taken = {it.name for it in items}
+    layers = {prefix: _module_layers(modules[prefix], path) for kind, prefix in order if kind == "rnn"}
+    taken: set = set()
+    for group in layers.values():
+        for layer in group:  # a cell module `rnn.l0` next to a stacked `rnn` would share a name
+            layer.name = _unique(layer.name, taken)
+            taken.add(layer.name)
     out: list = []
-    by_prefix = {}
-    for it in items:
-        by_prefix.setdefault(it.provenance["module"], []).append(it)
     for kind, prefix in order:
         if kind == "rnn":
-            out.extend(by_prefix[prefix])
+            out.extend(layers[prefix])
         else:
-            name = _unique(prefix or "(root)", taken)
+            name = _unique(prefix or "(root)", taken)  # an opaque prefix may equal a cell module's name
             taken.add(name)
             out.append(OpaqueLayer(name, None, opaque[prefix], {"format": "torch", "module": prefix}))
     return out
