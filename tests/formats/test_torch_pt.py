@@ -342,3 +342,14 @@ def test_round_trip_through_rnnx_file(fixtures, tmp_path):
     back = torch.load(tmp_path / "back.pt", weights_only=True)
     assert list(back) == list(original)
     assert all(torch.equal(back[k], v) for k, v in original.items())
+
+
+def test_bfloat16(tmp_path, cli):
+    state = {**torch.nn.GRU(2, 3).state_dict(), "head.weight": torch.ones(2, 3, dtype=torch.bfloat16)}
+    torch.save(state, tmp_path / "mixed.pt")
+    bundle = rnnx.load(tmp_path / "mixed.pt")
+    assert bundle.others[0].weights[0][1].dtype == np.float32
+    assert "head.weight: bfloat16 read as float32" in bundle.source["notes"]
+    torch.save(torch.nn.GRU(2, 3).bfloat16().state_dict(), tmp_path / "bf16.pt")
+    done = cli("inspect", tmp_path / "bf16.pt")
+    assert done.returncode == 2 and "is bfloat16" in done.stderr and "model.float()" in done.stderr

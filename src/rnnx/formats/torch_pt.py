@@ -73,7 +73,12 @@ def _to_numpy(state: dict, path: Path, torch) -> tuple[dict[str, np.ndarray], li
         if tensor.layout != torch.strided or tensor.is_quantized:
             notes.append(f"{key}: a {tensor.layout} / quantized tensor, not carried along")
             continue
-        arrays[key] = tensor.contiguous().numpy()
+        try:
+            arrays[key] = tensor.contiguous().numpy()
+        except (TypeError, RuntimeError) as exc:  # complex, meta-device, ... tensors
+            if torch_layout.is_recurrent_key(key):
+                raise FormatError(f"{path}: {key} cannot be read as a numpy array ({_first_line(exc)}).") from None
+            notes.append(f"{key}: not carried along ({_first_line(exc)})")
     return arrays, notes
 
 
