@@ -78,11 +78,17 @@ def keras3_models():
         h = L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode="mul")(h)
         return keras.Model(inp, L.TimeDistributed(L.Dense(2))(h))
 
-    return {"cudnn_stack": stack, "cudnn_bidir": bidir}
+    def nested():
+        inner = keras.Sequential([keras.Input((None, 4)), L.LSTM(4, return_sequences=True), L.Dense(3)])
+        inp = keras.Input((None, 4))
+        h = L.GRU(3)(inner(inp))
+        return keras.Model(inp, L.Dense(2)(h))
+
+    return {"cudnn_stack": stack, "cudnn_bidir": bidir, "cudnn_nested": nested}
 
 
 @pytest.mark.parametrize("name, kind", [("cudnn_stack", "weights"), ("cudnn_stack", "full"),
-                                        ("cudnn_bidir", "full")])
+                                        ("cudnn_bidir", "full"), ("cudnn_nested", "full")])
 def test_keras3_loads_weights_written_from_cudnn_files(name, kind, keras3_models, tmp_path):
     """Keras 3 load_weights of rnnx's file, in a model built in code, computes what tf_keras computes."""
     out = tmp_path / "model.weights.h5"

@@ -195,7 +195,7 @@ def _sequential(entry: dict, ctx: Context, input_shape: Shape | None = None) -> 
     else:
         cfg = first.get("config", {})
         shape = cfg.get("batch_input_shape") or build_shape or input_shape
-        if shape is None and cfg.get("input_dim") is not None:
+        if shape is None and cfg.get("input_dim") is not None and first.get("class_name") != "Embedding":
             shape = [None, cfg.get("input_length"), cfg["input_dim"]] if first.get("class_name") in RECURRENT_LIKE \
                 else [None, cfg["input_dim"]]
         dtype = cfg.get("dtype") if isinstance(cfg.get("dtype"), str) else "float32"
