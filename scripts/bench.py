@@ -240,7 +240,7 @@ def write_readme(table: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="conversions per route (median wall time)")
-    parser.add_argument("--runs", type=int, default=20, help="onnxruntime runs per batch size (median)")
+    parser.add_argument("--runs", type=int, default=40, help="onnxruntime runs per batch size (median)")
     parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     table = run(args.repeats, args.runs)

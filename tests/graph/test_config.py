@@ -57,10 +57,12 @@ def test_keras3_functional_records_masks_and_ops(models_dir):
     assert model.layer("td_dense").calls[0].inputs[0].layer == "bi_gru"
 
 
-def test_keras3_nested_sequential_has_no_offset(models_dir):
+def test_keras3_nested_models_have_no_offset(models_dir):
+    """Keras 3.15 refers to a nested Sequential's and a nested functional model's first call as node 0."""
     model = keras_config.parse_model(_keras_config(models_dir / "k3_nested.keras"))
-    inner = model.layer("inner")
+    inner, inner_fn = model.layer("inner"), model.layer("inner_fn")
     assert inner.model.sequential and inner.node_offset == 0
+    assert not inner_fn.model.sequential and inner_fn.node_offset == 0
 
 
 def test_keras_major_from_version():

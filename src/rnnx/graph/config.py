@@ -145,15 +145,17 @@ def _parse_functional(body: dict) -> ModelSpec:
     layers = [_layer_spec(entry) for entry in body["layers"]]
     for spec, entry in zip(layers, body["layers"]):
         spec.calls = [_parse_call(node) for node in entry.get("inbound_nodes", [])]
+    output_refs = _refs(body.get("output_layers", []))
+    for spec, entry in zip(layers, body["layers"]):
         if spec.model is not None:
-            spec.node_offset = _node_offset(spec, entry)
+            spec.node_offset = _node_offset(spec, entry, layers, output_refs)
     shapes, dtypes = {}, {}
     for spec in layers:
         if spec.class_name == "InputLayer":
             shapes[spec.name] = _as_list(_batch_shape(spec.config))
             dtypes[spec.name] = _dtype_name(spec.config.get("dtype")) or "float32"
-    return ModelSpec(body.get("name", "model"), layers, _refs(body.get("input_layers", [])),
-                     _refs(body.get("output_layers", [])), shapes, dtypes)
+    return ModelSpec(body.get("name", "model"), layers, _refs(body.get("input_layers", [])), output_refs,
+                     shapes, dtypes)
 
 
 def _layer_spec(entry: dict) -> LayerSpec:
@@ -169,16 +171,27 @@ def _layer_spec(entry: dict) -> LayerSpec:
     return spec
 
 
-def _node_offset(spec: LayerSpec, entry: dict) -> int:
-    """Where a nested model's calls start in node indices: Keras counts a functional model's own
-    internal node first (Keras 3: Functional only; Keras 2: Functional, and Sequential models that
-    know their input shape, being functional there)."""
+def _node_offset(spec: LayerSpec, entry: dict, layers: list[LayerSpec], output_refs: list[TensorRef]) -> int:
+    """Where a nested model's calls start in node indices.
+
+    tf_keras and Keras 2 count a functional model's own internal node first (offset 1; a
+    Sequential is functional there when it knows its input shape); Keras 3.15 does not. Where
+    the references to the model do not fit that rule, the other offset is taken.
+    """
     keras3 = "module" in entry or any(isinstance(n, dict) for n in entry.get("inbound_nodes", []))
-    if spec.class_name != "Sequential":
-        return 1
     if keras3:
-        return 0
-    return 1 if spec.model.input_shapes.get(spec.model.inputs[0].layer) is not None else 0
+        rule = 0
+    elif spec.class_name != "Sequential":
+        rule = 1
+    else:
+        rule = 1 if spec.model.input_shapes.get(spec.model.inputs[0].layer) is not None else 0
+    refs = [r for layer in layers for call in layer.calls for r in call.tensors if r.layer == spec.name]
+    refs += [r for r in output_refs if r.layer == spec.name]
+    for offset in (rule, 1 - rule):
+        if all(0 <= r.node_index - offset < len(spec.calls) for r in refs):
+            return offset
+    raise FormatError(f"The model config calls the nested model {spec.name!r} {len(spec.calls)} time(s) but refers "
+                      f"to node {max(r.node_index for r in refs)} of it.")
 
 
 def _refs(raw) -> list[TensorRef]:

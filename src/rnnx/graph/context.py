@@ -105,6 +105,18 @@ class Context:
         self.nodes.append(helper.make_node(op, inputs, outputs, name=self.unique(f"{hint}/{op}"), **attrs))
         return outputs
 
+    def adopt(self, nodes: list, initializers: list) -> None:
+        """Add nodes and initializers made elsewhere (onnx_nodes), claiming their names."""
+        for node in nodes:
+            self._names.update(n for n in node.output if n)
+            self._names.add(node.name)
+        for tensor in initializers:
+            if tensor.name in self._names and not any(t.name == tensor.name for t in self.graph_inputs):
+                raise FormatError(f"Two graph tensors would be named {tensor.name!r}.")
+            self._names.add(tensor.name)
+        self.nodes.extend(nodes)
+        self.initializers.extend(initializers)
+
     def op(self, op: str, inputs: list[str], hint: str, **attrs) -> str:
         """A one-output node; returns the output name."""
         return self.node(op, inputs, hint, 1, **attrs)[0]

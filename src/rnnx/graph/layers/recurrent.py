@@ -101,6 +101,7 @@ class _Run:
         self.ctx, self.call, self.Y, self.mask, self.directions = ctx, call, Y, mask, directions
         self.states = {"h": Y_h, "c": Y_c}
         self.state_names = ("h", "c") if Y_c is not None else ("h",)
+        self._finals: dict[tuple[int, str], str] = {}
 
     def sequence(self, direction: int, reverse_time: bool = False) -> str:
         """[seq, batch, hidden] of one direction (time reversed when `reverse_time`)."""
@@ -117,21 +118,22 @@ class _Run:
     def final(self, direction: int, state: str) -> str:
         """[batch, size] final state `state` ("h" or "c") of one direction."""
         key = (direction, state)
-        cache = self.__dict__.setdefault("_finals", {})
-        if key not in cache:
+        if key not in self._finals:
             ctx, hint = self.ctx, f"{self.call.scope}_{state}"
             source = self.states[state]
             if self.directions == 2:
                 source = ctx.op("Slice", [source, ctx.ints([direction]), ctx.ints([direction + 1]), ctx.ints([0])],
                                 hint)
-            cache[key] = ctx.squeeze(source, [0], hint)
-        return cache[key]
+            self._finals[key] = ctx.squeeze(source, [0], hint)
+        return self._finals[key]
 
 
 def _run(ctx: Context, call: LayerCall, config: dict, inputs: list[Value], directions: int) -> _Run:
     if config.get("time_major", False):
         raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) is time-major; rnnx's native export "
                                f"handles batch-major recurrent layers. {TF2ONNX_HINT}")
+    # the op is named after its layer (rnnx verify finds layers by node name): claim the name first
+    node_name = ctx.unique(call.name if call.node_index == 0 else call.scope)
     layer = ctx.recurrent(call)
     if layer.num_directions != directions:
         raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) was read with {layer.num_directions} "
@@ -145,14 +147,12 @@ def _run(ctx: Context, call: LayerCall, config: dict, inputs: list[Value], direc
         seq_lens = ctx.op("Identity", [counts], f"{hint}_sequence_lens")
     initial = _initial_states(ctx, call, config, layer, x, inputs[1:])
     prefix = ctx.unique(f"{call.scope}/rnn")
-    node_name = ctx.unique(call.name) if call.node_index == 0 else ctx.unique(call.scope)
     emitted = onnx_nodes.emit_layer(layer, x.time_major or x.name, prefix, ctx.opset, sequence_lens=seq_lens,
                                     initial_h=initial.get("h"), initial_c=initial.get("c"),
                                     batch_first=x.time_major is None, node_name=node_name)
     if directions == 1 and config.get("go_backwards", False):
         emitted.node.attribute.append(helper.make_attribute("direction", "reverse"))
-    ctx.nodes.extend(emitted.nodes)
-    ctx.initializers.extend(emitted.initializers)
+    ctx.adopt(emitted.nodes, emitted.initializers)
     run = _Run(ctx, call, emitted.Y, emitted.Y_h, emitted.Y_c, x.mask, directions)
     if config.get("stateful", False):
         for state in run.state_names:
@@ -178,13 +178,11 @@ def _initial_states(ctx: Context, call: LayerCall, config: dict, layer, x: Value
     states = {}
     for state in names:
         size = layer.hidden_size if state == "h" else layer.units
-        name = ctx.reserve(f"{call.name}/state_{state}")
+        # an optional graph input: its zero initializer is the default (Keras's states after reset_states)
+        name = ctx.add_input(f"{call.name}/state_{state}", onnx_nodes.onnx_dtype(layer.dtype), [D, "batch", size])
         emitted = onnx_nodes.default_state(name, x.name, D, size, layer.dtype, ctx.unique(f"{name}/default"),
                                            batch_axis=0, opset=ctx.opset)
-        ctx.nodes.extend(emitted.nodes)
-        ctx.initializers.extend(emitted.initializers)
-        ctx.graph_inputs.append(helper.make_tensor_value_info(name, onnx_nodes.onnx_dtype(layer.dtype),
-                                                              [D, "batch", size]))
+        ctx.adopt(emitted.nodes, emitted.initializers)
         states[state] = emitted.output
     return states
 
