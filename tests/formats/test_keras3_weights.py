@@ -212,3 +212,25 @@ def test_one_layer_with_layer_option(src, tmp_path, cli):
     assert result.returncode == 0, result.stderr
     (layer,) = rnnx.load(out).layers
     assert layer.num_directions == 2 and layer.cell == "gru"
+
+
+def test_weights_with_keras3_config_become_a_keras_archive(tmp_path, cli):
+    import json
+    import zipfile
+
+    import keras
+
+    config = json.loads(zipfile.ZipFile(KERAS3 / "mixed.keras").read("config.json"))
+    (tmp_path / "model.json").write_text(json.dumps(config))
+    bundle = rnnx.load(KERAS3 / "mixed.weights.h5", config=tmp_path / "model.json")
+    assert bundle.source["has_architecture"] and [l.name for l in bundle.layers] == [
+        "lstm_nobias", "gru_hard", "rnn_relu"]
+    out = tmp_path / "mixed.keras"
+    result = cli("convert", KERAS3 / "mixed.weights.h5", out, "--config", tmp_path / "model.json")
+    assert result.returncode == 0, result.stderr
+    original, written = keras.models.load_model(KERAS3 / "mixed.keras"), keras.models.load_model(out)
+    x = np.random.default_rng(6).integers(0, 11, (3, 7))
+    assert np.array_equal(original.predict(x, verbose=0), written.predict(x, verbose=0))
+    result = cli("convert", KERAS3 / "mixed.weights.h5", tmp_path / "x.keras", "--config",
+                 KERAS2 / "cudnn_stack_cpu.json")
+    assert result.returncode == 2 and "Keras 3 model config" in result.stderr

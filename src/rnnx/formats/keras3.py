@@ -21,9 +21,10 @@ claimed than the archive holds is refused before anything is read. Bundle conven
   by their path relative to the layer: `vars/0`, `vars/1`, or `layer/vars/0` inside a
   TimeDistributed), options["keras3_path"].
 
-Writing needs an architecture: a `.keras` source (its config is kept as is) or a Keras 2
-source with a model config (.h5 full model, or a weights file with --config), which
-keras3_config translates to the Keras 3 schema. Weights go to the paths Keras 3 derives
+Writing needs an architecture: a `.keras` source or a `.weights.h5` read with `--config`
+(a Keras 3 `model.to_json()`), whose config is kept as is, or a Keras 2 source with a model
+config (.h5 full model, or a weights file with --config), which keras3_config translates to
+the Keras 3 schema. Weights go to the paths Keras 3 derives
 from that config (see keras3_layout). Sources without an architecture (a weights file,
 PyTorch, ONNX) are refused with a pointer to `.weights.h5` or `--config`.
 """
@@ -175,7 +176,7 @@ def keras3_config_of(bundle: Bundle, path: Path, accept_activation_change: bool 
             f"Cannot write {path}: the source holds weights but no model architecture, and a .keras file needs "
             f"both. Write a .weights.h5 file and load it into your model, or, for a Keras weights file, give the "
             f"architecture with --config model.json (from model.to_json()).")
-    if source.get("format") == "keras":
+    if source.get("format") in ("keras", "keras3-weights"):  # already Keras 3's schema
         config = copy.deepcopy(config)
         notes = []
         if config.pop("compile_config", None):

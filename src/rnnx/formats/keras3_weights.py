@@ -4,7 +4,9 @@ Reading (any Keras 3 release, Windows-written files included): the tree describe
 keras3_layout.py becomes a Bundle. Bundle conventions:
 
 - source: format "keras3-weights", has_architecture False, keras_version None (the file
-  does not say; it is a Keras 3 file).
+  does not say; it is a Keras 3 file). Read with `config=` (a Keras 3 `model.to_json()`),
+  has_architecture is True, source["model_config"] holds that config and the items follow
+  the `.keras` reader's conventions (names, activations and options from the config).
 - items in file order: a RecurrentLayer for every LSTM / GRU / SimpleRNN cell
   (Bidirectional: two directions), named by the `name` attribute Keras stores on the
   layer's `vars` group (the path's last part when absent), with provenance class_name
@@ -34,21 +36,42 @@ from pathlib import Path
 import numpy as np
 
 from ..canonical import Bundle, RecurrentLayer
-from ..errors import FormatError, UnsupportedError
+from ..errors import FormatError, UnsupportedError, UsageError
 from ..io import atomic_output
 from . import keras3_layout as layout
 
 
-def read(path: Path, **_options) -> Bundle:
+def read(path: Path, config=None, **_options) -> Bundle:
+    """`config`: the model's Keras 3 `model.to_json()` (or a .keras archive's config.json), which gives the
+    layers their names, activations and options and lets the bundle be written as a .keras archive."""
     import h5py
 
     path = Path(path)
+    model_config = _keras3_config_file(Path(config)) if config else None
+    source = {"format": "keras3-weights", "has_architecture": model_config is not None, "keras_version": None}
+    if model_config is not None:
+        source["model_config"] = model_config
     try:
         with h5py.File(path, "r") as h5:
-            return bundle_from_h5(h5, str(path), {"format": "keras3-weights", "has_architecture": False,
-                                                  "keras_version": None})
+            return bundle_from_h5(h5, str(path), source, model_config=model_config)
     except OSError as exc:
         raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated.") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise FormatError(f"{config} does not describe the weights in {path} ({type(exc).__name__}: {exc}).") \
+            from None
+
+
+def _keras3_config_file(path: Path) -> dict:
+    import json
+
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path} is not a readable JSON model config ({exc}).") from None
+    if not isinstance(config, dict) or "module" not in config or "class_name" not in config:
+        raise UsageError(f"{path} is not a Keras 3 model config (model.to_json() of a Keras 3 model); a Keras 3 "
+                         f"weights file needs one.")
+    return config
 
 
 def bundle_from_h5(h5, where: str, source: dict, model_config: dict | None = None) -> Bundle:
@@ -85,7 +108,7 @@ def tree_entries(bundle: Bundle, accept_activation_change: bool, use_config: boo
     notes = list(_activation_notes(bundle, accept_activation_change))
     config = None
     fmt = bundle.source.get("format") if use_config else None
-    if bundle.source.get("model_config") and fmt == "keras":
+    if bundle.source.get("model_config") and fmt in ("keras", "keras3-weights"):
         config = bundle.source["model_config"]
     elif bundle.source.get("model_config") and fmt == "keras-h5":
         from . import keras3_config
