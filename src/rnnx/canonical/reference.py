@@ -1,7 +1,8 @@
 """Numpy reference forward pass of every canonical cell: the oracle conversions are checked against.
 
 Written with the equations of rnn-conventions.md and ONNX's operator spec; computed
-in float64 whatever the layer's dtype. Shapes follow ONNX layout 0:
+in float64 whatever the layer's dtype (or in `dtype`, to measure what a runtime working
+in the layer's own precision can be expected to get). Shapes follow ONNX layout 0:
 X [seq, batch, in] -> Y [seq, directions, batch, hidden], Y_h [directions, batch, hidden],
 Y_c [directions, batch, units] (LSTM only, else None).
 """
@@ -14,29 +15,29 @@ from .model import Direction, RecurrentLayer
 
 
 def run(layer: RecurrentLayer, X: np.ndarray, initial_h: np.ndarray | None = None,
-        initial_c: np.ndarray | None = None, sequence_lens: np.ndarray | None = None):
-    X = np.asarray(X, np.float64)
+        initial_c: np.ndarray | None = None, sequence_lens: np.ndarray | None = None, dtype=np.float64):
+    X = np.asarray(X, dtype)
     seq, batch, _ = X.shape
     if X.shape[2] != layer.input_size:
         raise ValueError(f"layer {layer.name!r} takes {layer.input_size} features, got {X.shape[2]}")
     lens = np.full(batch, seq) if sequence_lens is None else np.asarray(sequence_lens).astype(np.int64)
     D, hidden, u = layer.num_directions, layer.hidden_size, layer.units
-    h0 = np.zeros((D, batch, hidden)) if initial_h is None else np.asarray(initial_h, np.float64)
-    c0 = np.zeros((D, batch, u)) if initial_c is None else np.asarray(initial_c, np.float64)
+    h0 = np.zeros((D, batch, hidden), dtype) if initial_h is None else np.asarray(initial_h, dtype)
+    c0 = np.zeros((D, batch, u), dtype) if initial_c is None else np.asarray(initial_c, dtype)
 
-    Y = np.zeros((seq, D, batch, hidden))
-    Y_h = np.zeros((D, batch, hidden))
-    Y_c = np.zeros((D, batch, u))
+    Y = np.zeros((seq, D, batch, hidden), dtype)
+    Y_h = np.zeros((D, batch, hidden), dtype)
+    Y_c = np.zeros((D, batch, u), dtype)
     for k, direction in enumerate(layer.directions):
         steps = range(seq) if k == 0 else range(seq - 1, -1, -1)
         h, c = h0[k].copy(), c0[k].copy()
-        weights = _as_float64(direction)
+        weights = _weights_as(direction, dtype)
         for t in steps:
             active = (t < lens)[:, None]
             h_new, c_new = _STEP[layer.cell](layer, weights, X[t], h, c)
             h = np.where(active, h_new, h)
             c = np.where(active, c_new, c)
-            Y[t, k] = np.where(active, h, 0.0)
+            Y[t, k] = np.where(active, h, 0)
         Y_h[k], Y_c[k] = h, c
     return Y, Y_h, (Y_c if layer.cell == "lstm" else None)
 
@@ -47,9 +48,9 @@ def run_batch_first(layer: RecurrentLayer, x: np.ndarray, **kwargs):
     return np.transpose(Y, (2, 0, 1, 3)), Y_h, Y_c
 
 
-def _as_float64(d: Direction) -> dict:
-    w = {k: v.astype(np.float64) for k, v in d.tensors().items()}
-    zeros = np.zeros(d.W.shape[0])
+def _weights_as(d: Direction, dtype) -> dict:
+    w = {k: v.astype(dtype) for k, v in d.tensors().items()}
+    zeros = np.zeros(d.W.shape[0], dtype)
     w.setdefault("b_w", zeros)
     w.setdefault("b_r", zeros)
     return w

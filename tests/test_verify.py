@@ -1,0 +1,52 @@
+"""`verify` on a real trained model: float32 rounding is measured, real mistakes still fail."""
+
+import json
+
+import jsonschema
+import numpy as np
+
+import rnnx
+from rnnx.canonical import Bundle, Direction, RecurrentLayer
+from rnnx.canonical.gates import gate_count
+from tests.conftest import ROOT
+
+TEXTGENRNN = "keras2/textgenrnn_cudnnlstm2_weights.hdf5"
+
+
+def _transposed_gates(layer):
+    """The web recipe's mistake: CuDNN gate blocks transposed instead of reshaped."""
+    n, u = gate_count(layer.cell), layer.units
+
+    def wrong(M):
+        return np.concatenate([blk.reshape(M.shape[1], u).T for blk in np.split(M, n)])
+
+    d = layer.directions[0]
+    return RecurrentLayer(layer.name, layer.cell, [Direction(wrong(d.W), wrong(d.R), d.b_w, d.b_r)])
+
+
+def test_trained_cudnn_model_verifies_with_its_noise_floor(corpus, tmp_path, cli):
+    out = tmp_path / "textgenrnn.onnx"
+    proc = cli("convert", corpus / TEXTGENRNN, out, "--verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = rnnx.verify(corpus / TEXTGENRNN, out)
+    jsonschema.validate(report, json.loads((ROOT / "schemas" / "verify.schema.json").read_text()))
+    for layer in report["layers"]:
+        assert layer["ok"]
+        assert 0 < layer["noise_floor"] <= layer["tolerance"] / 4 + 1e-12
+        assert layer["max_abs_error"] <= layer["tolerance"]
+
+
+def test_a_wrong_conversion_of_the_same_model_fails(corpus, tmp_path, cli):
+    source = rnnx.load(corpus / TEXTGENRNN)
+    wrong = Bundle([_transposed_gates(layer) for layer in source.layers])
+    rnnx.save(wrong, tmp_path / "wrong.onnx")
+    proc = cli("verify", corpus / TEXTGENRNN, tmp_path / "wrong.onnx")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED" in proc.stdout
+
+
+def test_explicit_tolerance_is_used_as_given(corpus, tmp_path):
+    out = tmp_path / "textgenrnn.onnx"
+    rnnx.convert(corpus / TEXTGENRNN, out)
+    report = rnnx.verify(corpus / TEXTGENRNN, out, tolerance=1e-9)
+    assert not report["ok"] and all(l["tolerance"] == 1e-9 for l in report["layers"])
