@@ -108,22 +108,22 @@ def read(path, config=None, **_options) -> Bundle:
     path = Path(path)
     with _open(path) as f:
         root = f["model_weights"] if isinstance(f.get("model_weights"), _h5().Group) else f
-        keras_version = _text_attr(root, "keras_version") or _text_attr(f, "keras_version")
-        backend = _text_attr(root, "backend") or _text_attr(f, "backend")
         layer_names = _list_attr(root, "layer_names")
         if layer_names is None:
             raise FormatError(
                 f"{path} is an HDF5 file but not a Keras 2 file: it has no layer_names attribute "
-                f"(found entries: {', '.join(list(f.keys())[:8]) or 'none'}).")
+                f"(found entries: {', '.join(_decode(k) for k in list(f.keys())[:8]) or 'none'}).")
+        keras_version = _text_attr(root, "keras_version") or _text_attr(f, "keras_version")
         if keras_version is None or keras_version.startswith("1"):
             raise UnsupportedError(
                 f"{path} was written by Keras 1 (keras_version {keras_version or 'missing'}), whose layouts rnnx "
                 f"does not read; load it in Keras 2.0-2.2 and save it again.")
+        backend = _text_attr(root, "backend") or _text_attr(f, "backend")
         full_model = "model_config" in f.attrs
         model_config = _file_config(f, path) if full_model else None
         groups = [_read_group(root, name, path) for name in layer_names]
         known = set(layer_names) | {"model_weights", "optimizer_weights", "top_level_model_weights"}
-        foreign = sorted(k for k in f.keys() if k not in known)
+        foreign = sorted(_decode(k) for k in f.keys() if k not in known)
     if config is not None:
         model_config = _config_file(Path(config))
     src = _Source(path, keras_version, backend, model_config,
@@ -166,14 +166,16 @@ def _open(path: Path):
         raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated or not a Keras file.") from None
     try:
         yield f
-    except (OSError, RuntimeError) as exc:
-        raise FormatError(f"{path}: reading failed ({exc}); the file may be truncated.") from None
+    except (OSError, RuntimeError, KeyError, ValueError, UnicodeError) as exc:  # h5py on damaged structures
+        raise FormatError(f"{path}: reading failed ({exc}); the file is truncated or damaged.") from None
     finally:
         f.close()
 
 
 def _decode(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    text.encode("utf-8")  # h5py hands undecodable names over with surrogates: refuse them here
+    return text
 
 
 def _text_attr(obj, name: str) -> str | None:
