@@ -103,7 +103,8 @@ def _hdf5_flavour(path: Path) -> str:
     try:
         with h5py.File(path, "r") as f:
             is_keras2 = "layer_names" in f.attrs or "model_weights" in f or "model_config" in f.attrs
-            is_keras3 = not is_keras2 and ("layers" in f or "vars" in f or any("\\" in k for k in f))
+            is_keras3 = not is_keras2 and (
+                "layers" in f or "vars" in f or any(isinstance(k, str) and "\\" in k for k in f))
     except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on some damaged structures
         raise FormatError(f"{path} has an HDF5 signature but cannot be read ({exc}); it may be truncated.") from None
     if is_keras3:
