@@ -121,3 +121,11 @@ def test_stateful_states_are_graph_inputs_and_outputs(models_dir, exported):
     carried = {name: out1[f"{name}_out"] for name in state_inputs}
     out2 = dict(zip(names, run_onnx(path, {**second, **carried})))
     assert max_error(expected, [out1["dense"], out2["dense"]]) <= TOLERANCE
+
+
+def test_cli_converts_whole_model(models_dir, tmp_path, cli, keras_models):
+    dst = tmp_path / "seed.onnx"
+    result = cli("convert", models_dir / "k2_seed_cudnn.h5", dst)
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and dst.exists()
+    _compare("k2_seed_cudnn.h5", dst, keras_models("k2_seed_cudnn.h5"), False)

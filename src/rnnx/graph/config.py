@@ -129,6 +129,8 @@ def _parse_sequential(body, outer: dict) -> ModelSpec:
             if dtype and spec.class_name != "Embedding":
                 input_dtype = dtype
         layers.append(spec)
+    if input_shape is None and layers:
+        input_shape = _guess_input_shape(layers[0])
     input_name = f"{name}_input"
     previous = TensorRef(input_name)
     for spec in layers:
@@ -137,6 +139,18 @@ def _parse_sequential(body, outer: dict) -> ModelSpec:
     input_layer = LayerSpec(input_name, "InputLayer", {"name": input_name})
     return ModelSpec(name, [input_layer, *layers], [TensorRef(input_name)], [previous],
                      {input_name: _as_list(input_shape)}, {input_name: input_dtype}, sequential=True)
+
+
+# Rank of the input a layer takes, for a Sequential model saved without an input shape.
+_INPUT_RANK = {"LSTM": 3, "GRU": 3, "SimpleRNN": 3, "CuDNNLSTM": 3, "CuDNNGRU": 3, "Bidirectional": 3,
+               "Conv1D": 3, "Masking": 3, "TimeDistributed": 3, "Embedding": 2, "Dense": 2}
+
+
+def _guess_input_shape(first: LayerSpec) -> list | None:
+    if first.model is not None:
+        return next(iter(first.model.input_shapes.values()), None)
+    rank = _INPUT_RANK.get(first.class_name)
+    return None if rank is None else [None] * rank
 
 
 def _parse_functional(body: dict) -> ModelSpec:
