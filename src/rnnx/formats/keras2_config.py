@@ -160,6 +160,8 @@ def to_cpu(model_config: dict) -> tuple[dict, list[str]]:
             return
         old = entry["config"]
         new = {k: old[k] for k in _SHARED_KEYS if k in old}
+        if not new.get("time_major", True):
+            del new["time_major"]  # the default everywhere; Keras 3 rejects the key
         new.update(activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                    dropout=0.0, recurrent_dropout=0.0, implementation=2, unroll=False)
         if cls == "CuDNNLSTM":
@@ -168,8 +170,7 @@ def to_cpu(model_config: dict) -> tuple[dict, list[str]]:
         else:
             new["reset_after"] = True
             entry["class_name"] = "GRU"
-        entry.pop("module", None)
-        entry.pop("registered_name", None)
+        _drop_custom_module(entry)
         entry["config"] = new
         notes.append(f"{old.get('name')}: config class {cls} -> {entry['class_name']}")
 
@@ -192,8 +193,7 @@ def to_cudnn(model_config: dict) -> tuple[dict, list[str]]:
             new["unit_forget_bias"] = old.get("unit_forget_bias", True)
         dropped = [k for k in ("dropout", "recurrent_dropout") if old.get(k)]
         entry["class_name"] = f"CuDNN{cls}"
-        entry.pop("module", None)
-        entry.pop("registered_name", None)
+        _drop_custom_module(entry)
         entry["config"] = new
         note = f"{old.get('name')}: config class {cls} -> {entry['class_name']}"
         if dropped:
@@ -202,3 +202,10 @@ def to_cudnn(model_config: dict) -> tuple[dict, list[str]]:
 
     _walk(out, visit)
     return out, notes
+
+
+def _drop_custom_module(entry: dict) -> None:
+    """Keep a "keras.layers" module tag (Keras 3 uses it to find nested classes); drop any other."""
+    if entry.get("module") != "keras.layers":
+        entry.pop("module", None)
+    entry.pop("registered_name", None)
