@@ -176,7 +176,8 @@ def test_layer_names_split_over_attributes(tfk, kdir, tmp_path):
     model = tfk.models.model_from_json((kdir / "cudnn_stack_cpu.json").read_text())
     model.load_weights(str(tmp_path / "out.h5"))
     x = x_for(4)
-    record("split layer_names", model.predict(x, verbose=0), oracle_model(tfk, kdir, "cudnn_stack").predict(x, verbose=0))
+    want = oracle_model(tfk, kdir, "cudnn_stack").predict(x, verbose=0)
+    record("split layer_names", model.predict(x, verbose=0), want)
 
 
 def test_recurrent_sublayer_of_custom_layer(tfk, tmp_path):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..canonical import Direction
-from ..canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, fuse, gate_count, reorder
+from ..canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, gate_count, reorder
 
 KERAS_ORDER = {"lstm": LSTM_KERAS, "gru": GRU_KERAS, "rnn": RNN_CANONICAL}
 VARIANTS = ("plain", "gru-2row", "cudnn")
@@ -129,4 +129,4 @@ def classify(kernel_shape, recurrent_shape, bias_shape) -> tuple[str, str] | Non
     return None
 
 
-__all__ = ["to_direction", "from_direction", "fits", "classify", "KERAS_ORDER", "fuse"]
+__all__ = ["to_direction", "from_direction", "fits", "classify", "KERAS_ORDER"]

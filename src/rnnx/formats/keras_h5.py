@@ -341,7 +341,8 @@ def _resolve(entry: dict | None, key: str, index: int, group: str, src: _Source,
         return _Resolved(cls, config)
     cell = config.get("cell") if cls == "RNN" else None
     if isinstance(cell, dict) and cell.get("class_name") in kc.LAYER_OF_CELL:  # RNN(LSTMCell(...))
-        return _Resolved(kc.LAYER_OF_CELL[cell["class_name"]], {**(cell.get("config") or {}), **kc.options_of(config)})
+        cell_config = {**(cell.get("config") or {}), **kc.options_of(config)}
+        return _Resolved(kc.LAYER_OF_CELL[cell["class_name"]], cell_config)
     if cls in kc.WRAPPERS:
         inner = config.get("layer") or {}
         inner_resolved = _resolve(inner, key, 0, group, src, shapes)
@@ -349,7 +350,7 @@ def _resolve(entry: dict | None, key: str, index: int, group: str, src: _Source,
                          config.get("merge_mode", "concat") if cls == "Bidirectional" else None)
     found = kc.find(entry, key) if key and key != group else None
     if found is None and cls in kc.MODEL_CLASSES:
-        recurrent = [e for e in _recurrent_entries(entry)]
+        recurrent = list(_recurrent_entries(entry))
         found = recurrent[index] if index < len(recurrent) else None
     if found is not None:
         return _resolve(found, key, 0, group, src, shapes)
@@ -405,7 +406,7 @@ def _recurrent(group: _Group, src: _Source, top_entry, name: str, key: str, inde
                 f"LSTM, GRU, SimpleRNN, CuDNNLSTM or CuDNNGRU layout.")
         cell, variant = found
         class_name = CUDNN_CLASS[cell] if variant == "cudnn" else CELL_CLASS[cell]
-    for k, other in enumerate(arrays[1:], 1):
+    for other in arrays[1:]:
         if [a.shape for a in other] != [a.shape for a in first]:
             raise FormatError(f"{src.path}: the two directions of layer {name!r} have different shapes.")
     activations, origin = _activations(cell, variant, resolved, group.rnnx, src.keras_version, name, key)
