@@ -9,9 +9,6 @@
 
 __version__ = "0.1.0"
 
-# Import the submodule rnnx.verify first: importing it later would rebind the name `rnnx.verify`
-# from the function below to the module.
-from . import verify as _verify_module  # noqa: E402,F401
 from .api import ConvertResult, convert, inspect, load, save, verify  # noqa: E402
 from .canonical import Activation, Bundle, Direction, OpaqueLayer, RecurrentLayer  # noqa: E402
 from .errors import FormatError, RnnxError, UnsupportedError, UsageError, VerificationError  # noqa: E402

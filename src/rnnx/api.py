@@ -52,7 +52,7 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     notes = save(bundle, dst, to=fmt.name, layer=layer, **options)
     result = ConvertResult(bundle, fmt.name, list(notes))
     if verify:
-        from .verify import verify_bundle
+        from .verification import verify_bundle
 
         result.verification = verify_bundle(bundle, dst, to=fmt.name, raise_on_failure=True)
     return result
@@ -69,7 +69,7 @@ def inspect(path, **options) -> dict:
 def verify(src, dst, to: str | None = None, layer: str | None = None, tolerance: float | None = None,
            config=None, raise_on_failure: bool = False) -> dict:
     """Compare every recurrent layer of `src` (numpy reference) with `dst` run in its own runtime."""
-    from .verify import verify_bundle
+    from .verification import verify_bundle
 
     bundle = load(src, config=config)
     if layer is not None:

@@ -110,7 +110,7 @@ def _inspect(args) -> int:
 
 def _convert(args) -> int:
     from .api import convert
-    from .verify import as_text
+    from .verification import as_text
 
     options = {k: v for k, v in (("opset", args.opset), ("time_major", args.time_major),
                                  ("accept_activation_change", args.accept_activation_change),
@@ -128,7 +128,7 @@ def _convert(args) -> int:
 
 def _verify(args) -> int:
     from .api import verify
-    from .verify import as_text
+    from .verification import as_text
 
     report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config)
     print(json.dumps(report, indent=2) if args.json else as_text(report))
