@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from graph_helpers import TOLERANCE, check_graph, keras_outputs, load_keras2, max_error, random_inputs, run_onnx  # noqa: E402,E501
+from graph_helpers import (TOLERANCE, check_graph, keras_outputs, load_keras2, max_error,  # noqa: E402
+                           random_inputs, run_onnx)
 
 
 def test_cudnn_model_through_tf2onnx(models_dir, tmp_path, cli):
