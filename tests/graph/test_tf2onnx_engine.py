@@ -27,3 +27,17 @@ def test_keras3_archive_is_refused_by_tf2onnx_engine(models_dir, tmp_path, cli):
     assert result.returncode == 2
     assert "--engine native" in result.stderr
     assert not dst.exists()
+
+
+def test_weights_with_config_through_tf2onnx(corpus, tmp_path):
+    import rnnx
+
+    src = corpus / "keras2" / "lstm_chem_weights.hdf5"
+    config = corpus / "keras2" / "lstm_chem_model_arch.json"
+    dst = tmp_path / "chem.onnx"
+    rnnx.convert(src, dst, config=config, engine="tf2onnx")
+    graph = check_graph(dst)
+    model = load_keras2(src, config)
+    feeds = random_inputs(graph, model.inputs, batch=2, steps=6, pad=False)
+    expected = keras_outputs(model, feeds, [i.name for i in graph.graph.input if i.name in feeds])
+    assert max_error(expected, run_onnx(dst, feeds)) <= TOLERANCE
