@@ -99,6 +99,9 @@ def test_textgenrnn_weights_convert_and_custom_layer_passes_through(tfk, k2, tmp
     assert a.keys() == b.keys()
     for key in ("attention/attention/attention_W:0", "embedding/embedding/embeddings:0", "output/output/kernel:0"):
         assert np.array_equal(a[key], b[key])
+    # read back without a config: keras_version 2.1.5 would say hard_sigmoid, the rnnx_layer attribute says sigmoid
+    back = rnnx.load(out)
+    assert all(r.provenance["activations_from"] == "rnnx" and r.activations[0].name == "Sigmoid" for r in back.layers)
     for layer, n_in in (("rnn_1", 100), ("rnn_2", 128)):
         names = [f"{layer}/{layer}/{w}:0" for w in ("kernel", "recurrent_kernel", "bias")]
         reference = tfk.layers.LSTM(128, return_sequences=True)
