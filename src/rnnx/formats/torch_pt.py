@@ -1,10 +1,13 @@
 """Format "torch": state dicts and checkpoints written by torch.save (.pt, .pth, .bin, .ckpt, .tar).
 
-Files are opened only with `torch.load(path, map_location="cpu", weights_only=True)`:
-a checkpoint that needs arbitrary pickle code (a whole pickled model, a custom class)
-is refused and nothing from it runs. Nested checkpoints (`{'epoch', 'model', 'optimizer'}`,
+Zip-format files (torch.save's default since 1.6) are read by torch_zip with numpy alone
+and a restricted unpickler; legacy files (pickle streams) only with
+`torch.load(path, map_location="cpu", weights_only=True)`. Either way a checkpoint that needs
+arbitrary pickle code (a whole pickled model, a custom class) is refused and nothing from it
+runs. Nested checkpoints (`{'epoch', 'model', 'optimizer'}`,
 Lightning's `{'state_dict': ...}`) are searched for the dict holding the recurrent weights;
-see torch_layout for how keys become layers. torch is imported only here, lazily.
+see torch_layout for how keys become layers. torch is imported only here, lazily, to
+read legacy files, write .pt files and run layers for verify.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from ..canonical import Bundle, RecurrentLayer
 from ..errors import FormatError, UnsupportedError
 from ..io import atomic_output
-from . import torch_layout
+from . import torch_layout, torch_zip
 from .torch_layout import refusal  # noqa: F401  (the format protocol: refusal(layer))
 
 
@@ -32,26 +35,20 @@ def _torch():
 
 
 def read(path: Path, **_options) -> Bundle:
-    torch = _torch()
-    import pickle
-
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f" ({found.group(1)})" if found else ""
-        raise FormatError(
-            f"{path} needs arbitrary pickle code to load{what}, which rnnx refuses to run. If you trust the "
-            f"file, load it in PyTorch yourself and save model.state_dict() with torch.save.") from None
-    except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError... on broken files
-        raise FormatError(f"{path} is not a readable PyTorch file ({_first_line(exc)}); "
-                          f"it may be truncated or not written by torch.save.") from None
-    if isinstance(loaded, torch.Tensor) or not isinstance(loaded, dict):
-        raise FormatError(f"{path} holds a {type(loaded).__name__}, not a state dict; save "
+    if torch_zip.is_torch_zip(path):
+        loaded = torch_zip.load_state(path)
+        is_tensor = torch_zip.is_tensor
+    else:
+        loaded, is_tensor = _load_legacy(path)
+    if is_tensor(loaded) or not isinstance(loaded, dict):
+        kind = "tensor" if is_tensor(loaded) else type(loaded).__name__
+        raise FormatError(f"{path} holds a {kind}, not a state dict; save "
                           f"model.state_dict() (a dict of tensors) with torch.save.")
-    state, found_at = torch_layout.find_state_dict(loaded, lambda v: isinstance(v, torch.Tensor))
+    state, found_at = torch_layout.find_state_dict(loaded, is_tensor)
     state, stripped = torch_layout.strip_wrappers(state, in_checkpoint=bool(found_at))
-    arrays, notes = _to_numpy(state, path, torch)
+    if is_tensor is not torch_zip.is_tensor:
+        state = {key: _from_torch(tensor) for key, tensor in state.items()}
+    arrays, notes = _to_numpy(state, path)
     source = {"format": "torch", "notes": notes}
     if found_at:
         source["checkpoint_key"] = found_at
@@ -60,25 +57,63 @@ def read(path: Path, **_options) -> Bundle:
     return Bundle(torch_layout.read_state_dict(arrays, path), source)
 
 
-def _to_numpy(state: dict, path: Path, torch) -> tuple[dict[str, np.ndarray], list[str]]:
+def _load_legacy(path: Path):
+    """A file from torch.save(..., _use_new_zipfile_serialization=False) (or torch < 1.6): torch.load it."""
+    with open(path, "rb") as fh:
+        head = fh.read(1)
+    if head != b"\x80":  # a pickle protocol opcode; torch.save writes protocol 2
+        raise FormatError(f"{path} is not a readable PyTorch file (neither a zip archive nor a pickle); "
+                          f"it may be truncated or not written by torch.save.")
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise UnsupportedError(f"{path} is in PyTorch's legacy format (before 1.6, or saved with "
+                               f"_use_new_zipfile_serialization=False), which only torch can open; install "
+                               f"torch (pip install 'rnnx[torch]') or save the file again with a newer torch.") \
+            from None
+    import pickle
+
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        raise FormatError(torch_zip.refusal_message(path, found.group(1) if found else "")) from None
+    except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError... on broken files
+        raise FormatError(f"{path} is not a readable PyTorch file ({_first_line(exc)}); "
+                          f"it may be truncated or not written by torch.save.") from None
+    return loaded, lambda value: isinstance(value, torch.Tensor)
+
+
+def _from_torch(tensor):
+    """A torch tensor as torch_zip gives tensors: a numpy array, BFloat16Array or UnreadableTensor."""
+    import torch
+
+    tensor = tensor.detach()
+    if tensor.layout != torch.strided or tensor.is_quantized:
+        return torch_zip.UnreadableTensor(f"a {tensor.layout} / quantized tensor")
+    if tensor.dtype == torch.bfloat16:
+        return torch_zip.BFloat16Array(tensor.float().numpy())
+    try:
+        return tensor.resolve_conj().resolve_neg().contiguous().numpy()
+    except (TypeError, RuntimeError) as exc:  # float8, meta-device, ... tensors
+        return torch_zip.UnreadableTensor(_first_line(exc))
+
+
+def _to_numpy(state: dict, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     arrays, notes = {}, []
     for key, tensor in state.items():
-        tensor = tensor.detach()
-        if tensor.dtype == torch.bfloat16:
+        if isinstance(tensor, torch_zip.BFloat16Array):
             if torch_layout.is_recurrent_key(key):
                 raise FormatError(f"{path}: {key} is bfloat16, which rnnx does not hold; cast the model to "
                                   f"float32 (model.float()) and save it again.")
             notes.append(f"{key}: bfloat16 read as float32")
-            tensor = tensor.float()
-        if tensor.layout != torch.strided or tensor.is_quantized:
-            notes.append(f"{key}: a {tensor.layout} / quantized tensor, not carried along")
-            continue
-        try:
-            arrays[key] = tensor.contiguous().numpy()
-        except (TypeError, RuntimeError) as exc:  # complex, meta-device, ... tensors
+            tensor = tensor.float32
+        if isinstance(tensor, torch_zip.UnreadableTensor):
             if torch_layout.is_recurrent_key(key):
-                raise FormatError(f"{path}: {key} cannot be read as a numpy array ({_first_line(exc)}).") from None
-            notes.append(f"{key}: not carried along ({_first_line(exc)})")
+                raise FormatError(f"{path}: {key} cannot be read as a numpy array ({tensor.kind}).")
+            notes.append(f"{key}: {tensor.kind}, not carried along")
+            continue
+        arrays[key] = tensor
     return arrays, notes
 
 
