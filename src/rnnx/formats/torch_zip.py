@@ -17,6 +17,7 @@ import io
 import math
 import pickle
 import re
+import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -379,6 +380,9 @@ def _rebuild(path: Path, storage, offset, size, stride, dtype, metadata):
                           f"{dtype.name} values.")
     values = storage.raw.view(dtype.numpy)
     count = math.prod(size)
+    if count * values.itemsize > sys.maxsize:
+        raise FormatError(f"{path}: a tensor on {storage} claims size {list(size)}, more than any memory "
+                          f"can hold; the file is damaged.")
     if count and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= values.size:
         raise FormatError(f"{path}: a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) "
                           f"reaches past the end of {storage}, which holds {values.size} values; the file "
