@@ -132,6 +132,36 @@ def test_big_endian_files(tmp_path, dtype):
     assert_same(torch.load(little, weights_only=True), torch_zip.load_state(big))
 
 
+def test_big_endian_bytes_storage_is_refused(tmp_path):
+    """uint16 and newer dtypes lie on untyped (byte) storages, which the file's byte order does not describe."""
+    path = tmp_path / "u16.pt"
+    torch.save({"u": torch.tensor([1, 2], dtype=torch.uint16)}, path)
+    big = tmp_path / "big.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(big, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, b"big" if info.filename.endswith("/byteorder") else src.read(info))
+    with pytest.raises(FormatError, match="does not byte-swap"):
+        torch_zip.load_state(big)
+
+
+def test_tensors_numpy_cannot_hold_ride_as_notes(tmp_path):
+    torch.manual_seed(2)
+    state = torch.nn.GRU(2, 3).state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # quantized dtypes are deprecated, still found in files
+        state["q"] = torch.quantize_per_tensor(torch.randn(3), 0.1, 0, torch.quint8)
+    state["f8"] = torch.randn(3).to(torch.float8_e4m3fn)
+    torch.save(state, tmp_path / "odd.pt")
+    bundle = rnnx.load(tmp_path / "odd.pt")
+    assert bundle.source["notes"] == ["q: a quantized tensor, not carried along",
+                                      "f8: a float8_e4m3fn tensor, not carried along"]
+    assert [l.name for l in bundle.layers] == ["l0"]
+    rnnx.save(bundle.only("l0"), tmp_path / "back.pt")
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert sorted(back) == sorted(k for k in state if k.endswith("_l0"))
+    assert all(torch.equal(back[k], state[k]) for k in back)
+
+
 # --- reading without torch ------------------------------------------------------------------------
 
 def run_python(code, cwd):

@@ -7,8 +7,9 @@ names torch.save writes for plain tensors and containers (the rebuild functions,
 classes, dtypes, OrderedDict, ...), so no code from the file ever runs; any other name
 is refused with a FormatError. Tensors come back as numpy arrays with torch's dtype
 (bfloat16, which numpy lacks, as `BFloat16Array`; dtypes numpy cannot hold and
-quantized / sparse tensors as `UnreadableTensor`). Sizes the file claims are checked
-against what it holds before anything is allocated. torch is never imported here.
+quantized / sparse tensors as `UnreadableTensor`), byte-swapped when the file says it is
+big-endian. Sizes the file claims are checked against what it holds before anything is
+allocated, and every tensor against its storage. torch is never imported here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ STORAGE_DTYPES = {
     "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
     "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
     "ComplexDoubleStorage": "complex128", "ComplexFloatStorage": "complex64",
+    "QInt8Storage": "qint8", "QUInt8Storage": "quint8", "QInt32Storage": "qint32",
+    "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
 }
 NUMPY_DTYPES = {
     "float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.uint16,
@@ -39,9 +42,6 @@ NUMPY_DTYPES = {
     "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64, "bool": np.bool_,
     "complex128": np.complex128, "complex64": np.complex64,
 }
-# spellings torch pickles for its dtypes: torch.float32 and its aliases (torch.float, torch.half, ...)
-DTYPE_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32",
-                 "short": "int16", "cfloat": "complex64", "cdouble": "complex128"}
 _OTHER_DTYPES = ("complex32", "float8_e5m2", "float8_e4m3fn", "float8_e5m2fnuz", "float8_e4m3fnuz",
                  "float8_e8m0fnu", "float4_e2m1fn_x2", "qint8", "qint32", "quint8", "quint4x2", "quint2x4",
                  "bits8", "bits16", "bits1x8", "bits2x4", "bits4x2")
@@ -110,7 +110,7 @@ def _archive_prefix(zf: zipfile.ZipFile, path: Path) -> str:
 def _byteorder(zf: zipfile.ZipFile, prefix: str, path: Path, archive_size: int) -> str:
     name = f"{prefix}/byteorder"
     if name not in zf.NameToInfo:
-        return "little"  # files from torch before 1.13 say nothing and are little-endian
+        return "little"  # older torch versions write no byteorder member, and little-endian data
     order = _read_member(zf, name, path, archive_size).decode("ascii", "replace").strip()
     if order not in ("little", "big"):
         raise FormatError(f"{path} gives its byte order as {order[:20]!r}; torch.save writes 'little' or 'big'.")
@@ -230,13 +230,17 @@ class _StorageType(_Frozen):
 
 
 class _Storage(_Frozen):
-    """One loaded storage: its raw little-endian-corrected bytes and the dtype torch gave it."""
-    __slots__ = ("raw", "dtype", "key")
+    """One loaded storage: its bytes in native (little-endian) order and the dtype torch gave it.
 
-    def __init__(self, raw: np.ndarray, dtype: _DType, key: str):
+    big_endian: the bytes of an untyped storage (dtype uint8) of a big-endian file, still unswapped.
+    """
+    __slots__ = ("raw", "dtype", "key", "big_endian")
+
+    def __init__(self, raw: np.ndarray, dtype: _DType, key: str, big_endian: bool):
         object.__setattr__(self, "raw", raw)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "key", key)
+        object.__setattr__(self, "big_endian", big_endian)
 
     def __repr__(self):
         return f"storage {self.key}"
@@ -291,11 +295,13 @@ class _Unpickler(pickle.Unpickler):
             return storage
         raw = _read_storage(self._zf, f"{self._prefix}/data/{key}", numel * dtype.itemsize,
                             self._path, self._archive_size)
-        if self._byteorder == "big" and dtype.numpy is not None and dtype.itemsize > 1:
+        big_endian = self._byteorder == "big"
+        if big_endian and dtype.numpy is not None and dtype.itemsize > 1:
             # complex values swap each of their two parts; bfloat16 is read as uint16
             native = np.dtype(dtype.numpy)
             raw = raw.view(native.newbyteorder(">")).astype(native).view(np.uint8)
-        storage = self._storages[key] = _Storage(raw, dtype, key)
+        untyped = storage_type.dtype is None
+        storage = self._storages[key] = _Storage(raw, dtype, key, big_endian and untyped)
         return storage
 
 
@@ -349,7 +355,6 @@ def _allowed_globals(path: Path) -> dict[str, _Global | _DType | _StorageType]:
     allowed: dict = {name: _Global(name, fn) for name, fn in functions.items()}
     dtypes = {name: _DType(name) for name in [*NUMPY_DTYPES, *_OTHER_DTYPES]}
     allowed.update({f"torch.{name}": dtype for name, dtype in dtypes.items()})
-    allowed.update({f"torch.{alias}": dtypes[name] for alias, name in DTYPE_ALIASES.items()})
     for cls, dtype_name in STORAGE_DTYPES.items():
         allowed[f"torch.{cls}"] = allowed[f"torch.cuda.{cls}"] = _StorageType(cls, dtypes[dtype_name])
     allowed["torch.storage.UntypedStorage"] = allowed["torch.UntypedStorage"] = _StorageType("UntypedStorage", None)
@@ -375,6 +380,9 @@ def _rebuild(path: Path, storage, offset, size, stride, dtype, metadata):
     dtype = dtype or storage.dtype
     if dtype.numpy is None:
         return UnreadableTensor(f"a {dtype.name} tensor")
+    if storage.big_endian and dtype.itemsize > 1:
+        raise FormatError(f"{path}: a {dtype.name} tensor of this big-endian file lies on a storage of bytes, "
+                          f"which rnnx does not byte-swap; save the file on a little-endian machine.")
     if storage.raw.size % dtype.itemsize:
         raise FormatError(f"{path}: {storage} has {storage.raw.size} bytes, not a whole number of "
                           f"{dtype.name} values.")
