@@ -12,6 +12,7 @@ read legacy files, write .pt files and run layers for verify.
 
 from __future__ import annotations
 
+import pickle
 import re
 import warnings
 from pathlib import Path
@@ -29,8 +30,8 @@ def _torch():
     try:
         import torch
     except ModuleNotFoundError:
-        raise UnsupportedError("Reading and writing .pt files needs PyTorch (pip install 'rnnx[torch]'); "
-                               "without it, use .safetensors files.") from None
+        raise UnsupportedError("Writing .pt files and running them for verify needs PyTorch (pip install "
+                               "'rnnx[torch]'); without it, use .safetensors files.") from None
     return torch
 
 
@@ -71,8 +72,6 @@ def _load_legacy(path: Path):
                                f"_use_new_zipfile_serialization=False), which only torch can open; install "
                                f"torch (pip install 'rnnx[torch]') or save the file again with a newer torch.") \
             from None
-    import pickle
-
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
