@@ -325,7 +325,8 @@ def test_pickle_code_never_runs(tmp_path, cli, monkeypatch, payload):
     work.mkdir()
     done = cli("inspect", path, cwd=work)
     assert done.returncode == 2 and "arbitrary pickle code" in done.stderr and "Traceback" not in done.stderr
-    code = f"from rnnx.formats import torch_zip\ntry: torch_zip.load_state({str(path)!r})\nexcept Exception as e: print(e)"
+    code = (f"from rnnx.formats import torch_zip\n"
+            f"try: torch_zip.load_state({str(path)!r})\nexcept Exception as e: print(e)")
     said = run_python(code, work).stdout
     assert "which rnnx refuses to run" in said and str(path) in said
     assert list(work.iterdir()) == []
