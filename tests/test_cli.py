@@ -97,3 +97,19 @@ def test_debug_shows_the_traceback(cli, tmp_path):
     proc = cli("--debug", "inspect", tmp_path / "nope.h5")
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr
+
+
+def test_output_cut_short_by_a_pipe_is_no_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    # a reader that leaves at once, as `| head -0` does: the CLI must not print an error
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-m", "rnnx", "inspect", "--json", str(src)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert err == b"", err
+    assert proc.returncode == 0

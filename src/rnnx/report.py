@@ -77,11 +77,14 @@ def as_text(report: dict) -> str:
         for key in _SHOWN_PROVENANCE[1:]:
             if key in layer["provenance"]:
                 lines.append(f"      {key}: {layer['provenance'][key]}")
-        refused = {f: r for f, r in layer["targets"].items() if r != "ok"}
         ok = [f for f, r in layer["targets"].items() if r == "ok"]
         lines.append(f"      converts to: {', '.join(ok) or 'nothing'}")
-        for fmt, reason in refused.items():
-            lines.append(f"      not to {fmt}: {reason}")
+        refused: dict[str, list[str]] = {}  # one line per reason, naming every format it stops
+        for fmt, reason in layer["targets"].items():
+            if reason != "ok":
+                refused.setdefault(reason, []).append(fmt)
+        for reason, fmts in refused.items():
+            lines.append(f"      not to {', '.join(fmts)}: {reason}")
     others = report["other_layers"]
     if others:
         lines.append(f"{len(others)} other layer{'s' * (len(others) != 1)} carried along: "
