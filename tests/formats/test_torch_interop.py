@@ -346,3 +346,40 @@ def test_gtcrn_checkpoint_to_onnx_matches_pytorchs_own_export(corpus, tmp_path):
         notes = rnnx.save(rnnx.Bundle([theirs]), pt)
         (module,) = modules_from_notes(notes, torch.load(pt, weights_only=True)).values()
         assert np.abs(run_torch(module, x) - want).max() <= 1e-5, theirs.name
+
+
+def test_gtcrn_checkpoint_to_onnx_equals_pytorchs_export_of_the_same_weights(corpus, tmp_path):
+    """The corpus ONNX holds other trained weights, so PyTorch's own exporter is run here on the
+    checkpoint's modules: rnnx's ONNX of each GRU must hold bit-identical W, R, B and the same
+    attributes, and compute the same outputs in onnxruntime."""
+    import warnings
+
+    import onnx
+    import onnxruntime as ort
+
+    ckpt = corpus / "torch" / "gtcrn_checkpoint.tar"
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")["model"]
+    for layer in rnnx.load(ckpt).layers:
+        module = eval(layer.provenance["rebuild"], {"nn": torch.nn})
+        module.load_state_dict(sub_state(state, layer.provenance["module"]))
+        x = RNG.standard_normal((1, 7, layer.input_size)).astype(np.float32)
+        theirs = tmp_path / "torch_export.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.from_numpy(x).transpose(0, 1),), str(theirs), dynamo=False,
+                              opset_version=14, input_names=["X"], output_names=["Y", "Y_h"])
+        ours = tmp_path / "rnnx.onnx"
+        rnnx.convert(ckpt, ours, layer=layer.name, time_major=True)
+
+        (our_node,) = _gru_nodes(onnx.load(str(ours)))
+        (their_node,) = _gru_nodes(onnx.load(str(theirs)))
+        assert _attributes(our_node) == _attributes(their_node)
+        (a,), (b,) = rnnx.load(ours).layers, rnnx.load(theirs).layers
+        for da, db in zip(a.directions, b.directions, strict=True):
+            for key in ("W", "R", "b_w", "b_r"):
+                assert np.array_equal(getattr(da, key), getattr(db, key)), (layer.name, key)
+
+        x_tm = x.transpose(1, 0, 2)
+        want = ort.InferenceSession(str(theirs), providers=["CPUExecutionProvider"]).run(["Y"], {"X": x_tm})[0]
+        got = ort.InferenceSession(str(ours), providers=["CPUExecutionProvider"]).run(["Y"], {"X": x_tm})[0]
+        assert np.abs(got - want.reshape(got.shape)).max() <= 1e-6, layer.name
