@@ -50,3 +50,31 @@ def test_explicit_tolerance_is_used_as_given(corpus, tmp_path):
     rnnx.convert(corpus / TEXTGENRNN, out)
     report = rnnx.verify(corpus / TEXTGENRNN, out, tolerance=1e-9)
     assert not report["ok"] and all(l["tolerance"] == 1e-9 for l in report["layers"])
+
+
+def _small_lstm(seed=0):
+    rng = np.random.default_rng(seed)
+    d = Direction(*(rng.standard_normal(s).astype(np.float32) for s in ((8, 3), (8, 2), (8,))))
+    return RecurrentLayer("lstm", "lstm", [d])
+
+
+def test_a_target_computing_nan_fails(tmp_path, cli):
+    source = Bundle([_small_lstm()])
+    rnnx.save(source, tmp_path / "source.rnnx")
+    broken = _small_lstm()
+    broken.directions[0].W[0, 0] = np.nan
+    rnnx.save(Bundle([broken]), tmp_path / "broken.pt")
+    report = rnnx.verify(tmp_path / "source.rnnx", tmp_path / "broken.pt")
+    assert not report["ok"] and report["layers"][0]["max_abs_error"] == np.inf
+    proc = cli("verify", tmp_path / "source.rnnx", tmp_path / "broken.pt")
+    assert proc.returncode == 1 and "FAILED" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_nan_weights_are_carried_and_agree_where_both_sides_compute_nan(tmp_path):
+    layer = _small_lstm()
+    layer.directions[0].R[1, 1] = np.inf
+    layer.directions[0].W[0, 0] = np.nan
+    rnnx.save(Bundle([layer]), tmp_path / "source.rnnx")
+    rnnx.convert(tmp_path / "source.rnnx", tmp_path / "copy.pt")
+    report = rnnx.verify(tmp_path / "source.rnnx", tmp_path / "copy.pt")
+    assert report["ok"] and report["layers"][0]["max_abs_error"] == 0

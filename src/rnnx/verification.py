@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from . import formats
 from .canonical import Bundle, reference
-from .errors import VerificationError
+from .errors import RnnxError, VerificationError
 
 # (batch, sequence length) pairs every layer is checked on.
 SHAPES = ((1, 1), (2, 7), (5, 23))
@@ -28,22 +29,27 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
     runner = formats.load_module(fmt, "run_layer")
     rng = np.random.default_rng(seed)
     results = []
-    for layer in bundle.layers:
+    for layer, target_name in zip(bundle.layers, _target_names(bundle, dst, fmt)):
+        source_name = layer.name
+        if target_name != layer.name:
+            layer = dataclasses.replace(layer, name=target_name)
         max_abs = max_rel = noise = 0.0
         for batch, seq in SHAPES:
             x = rng.standard_normal((batch, seq, layer.input_size)).astype(layer.dtype)
             want, _, _ = reference.run_batch_first(layer, x)
             in_own_dtype, _, _ = reference.run_batch_first(layer, x, dtype=layer.dtype)
-            noise = max(noise, float(np.abs(in_own_dtype.astype(np.float64) - want).max()))
+            noise = max(noise, float(_difference(in_own_dtype.astype(np.float64), want).max()))
             got = np.asarray(runner.run_layer(dst, layer, x), np.float64)
             if got.shape != want.shape:
                 raise VerificationError(
                     f"{dst}: layer {layer.name!r} returned shape {got.shape}, the reference {want.shape}.")
-            diff = np.abs(got - want)
+            diff = _difference(got, want)
             max_abs = max(max_abs, float(diff.max()))
-            max_rel = max(max_rel, float((diff / np.maximum(np.abs(want), 1e-3)).max()))
+            rel = np.nan_to_num(diff / np.fmax(np.abs(want), 1e-3), nan=np.inf)
+            max_rel = max(max_rel, float(rel.max()))
         tol = tolerance if tolerance is not None else max(TOLERANCE[str(layer.dtype)], NOISE_FACTOR * noise)
-        results.append({"layer": layer.name, "max_abs_error": max_abs, "max_rel_error": max_rel,
+        paired = {} if target_name == source_name else {"target_layer": target_name}
+        results.append({"layer": source_name, **paired, "max_abs_error": max_abs, "max_rel_error": max_rel,
                         "noise_floor": noise, "tolerance": tol, "ok": bool(max_abs <= tol)})
     report = {"source": str(bundle.source.get("path", "")), "target": str(dst), "target_format": fmt.name,
               "shapes": [list(s) for s in SHAPES], "layers": results,
@@ -56,10 +62,39 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
     return report
 
 
+def _difference(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """|got - want|, where equal values (also equal infinities and NaN against NaN) differ by 0 and a
+    non-finite value against any other by inf: a NaN must never vanish from the maximum."""
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(got - want)
+    return np.where(same, 0.0, np.nan_to_num(diff, nan=np.inf))
+
+
+def _target_names(bundle: Bundle, dst: Path, fmt) -> list[str]:
+    """The name of each source layer's counterpart in `dst`.
+
+    Its own name when `dst` holds it. Converters rename layers (a PyTorch module `lstm` is
+    read back as `lstm.l0`, Keras `a/b` is written as `a_b`), so along a chain of conversions
+    a layer may carry another name: when `dst` holds as many recurrent layers as the source,
+    an unmatched layer is paired with the one at its position (a wrong pairing fails on shapes
+    or numbers, never passes). Otherwise the target's own lookup reports the missing name.
+    """
+    own = [layer.name for layer in bundle.layers]
+    try:
+        held = [layer.name for layer in formats.load_module(fmt, "read").read(dst).layers]
+    except RnnxError:
+        return own  # run_layer reports what is wrong with the file
+    if set(own) <= set(held) or len(held) != len(own):
+        return own
+    return [name if name in held else held[i] for i, name in enumerate(own)]
+
+
 def as_text(report: dict) -> str:
     lines = [f"{'layer':<24} {'max abs error':>14} {'max rel error':>14} {'noise floor':>12}  result"]
     for r in report["layers"]:
-        lines.append(f"{r['layer']:<24} {r['max_abs_error']:>14.3g} {r['max_rel_error']:>14.3g} "
+        name = r["layer"] + (f" -> {r['target_layer']}" if "target_layer" in r else "")
+        lines.append(f"{name:<24} {r['max_abs_error']:>14.3g} {r['max_rel_error']:>14.3g} "
                      f"{r['noise_floor']:>12.3g}  {'ok' if r['ok'] else 'FAILED'} (tolerance {r['tolerance']:.3g})")
     lines.append(f"{report['target']}: " + ("matches its source." if report["ok"] else "does NOT match its source."))
     return "\n".join(lines)
