@@ -25,6 +25,12 @@ def test_shapes_are_checked_at_construction():
         RecurrentLayer("l", "lstm", [bad])
 
 
+@pytest.mark.parametrize("u, inp", [(0, 2), (3, 0), (0, 0)])
+def test_zero_sized_layers_are_refused(u, inp):
+    with pytest.raises(ValueError, match="needs at least one of each"):
+        RecurrentLayer("l", "lstm", [_direction(u=u, inp=inp)])
+
+
 def test_mixed_dtypes_are_refused():
     d = _direction()
     d.b_w = d.b_w.astype(np.float64)

@@ -164,3 +164,21 @@ def test_a_tensor_claiming_more_than_it_holds_is_refused(tmp_path):
     path.write_bytes(model.SerializeToString())
     with pytest.raises(RnnxError, match="claims shape"):
         rnnx.load(path)
+
+
+def test_a_node_with_zero_units_is_refused(tmp_path, cli):
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=0, name="empty")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, None, 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.zeros((1, 0, 3), np.float32), "W"),
+         numpy_helper.from_array(np.zeros((1, 0, 0), np.float32), "R")])
+    path = tmp_path / "empty.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
+    with pytest.raises(FormatError, match="'empty'.*0 units"):
+        rnnx.load(path)
+    proc = cli("convert", path, tmp_path / "out.h5")
+    assert proc.returncode == 2 and "unexpected" not in _one_sentence(proc)
+    assert list(tmp_path.iterdir()) == [path]

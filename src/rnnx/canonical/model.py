@@ -88,6 +88,9 @@ class RecurrentLayer:
             raise ValueError(f"layer {self.name!r}: W of shape {first.W.shape} does not hold {n} gates")
         u, inp = first.W.shape[0] // n, first.W.shape[1]
         hidden = first.proj.shape[0] if first.proj is not None else u
+        if not (u and inp and hidden):
+            raise ValueError(f"layer {self.name!r} has {u} units, input size {inp} and output size {hidden}; "
+                             f"a recurrent layer needs at least one of each")
         expected = {
             "W": (n * u, inp), "R": (n * u, hidden), "b_w": (n * u,), "b_r": (n * u,),
             "P": (3 * u,), "proj": (hidden, u),
