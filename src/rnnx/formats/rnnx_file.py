@@ -71,26 +71,83 @@ def read(path: Path, **_options) -> Bundle:
         raise FormatError(f"{path} is not a readable .rnnx file ({exc}).") from None
     try:
         return _from_manifest(manifest, tensors)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError(f"{path}: the rnnx manifest is inconsistent ({exc}).") from None
+    except (_ManifestError, KeyError, TypeError, ValueError) as exc:
+        problem = exc if isinstance(exc, _ManifestError) else f"does not fit its tensors ({exc})"
+        raise FormatError(f"{path}: the rnnx manifest {problem}. The file is damaged or was not written by "
+                          f"rnnx; write it again with rnnx convert.") from None
+
+
+class _ManifestError(Exception):
+    """What is wrong with a manifest, as the end of a sentence starting "the rnnx manifest"."""
+
+
+TENSOR_KEYS = ("W", "R", "b_w", "b_r", "P", "proj")
+
+
+def _field(entry: dict, key: str, kinds, where: str):
+    if not isinstance(entry, dict) or key not in entry:
+        raise _ManifestError(f"has no {key!r} for {where}")
+    value = entry[key]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in _as_tuple(kinds)):
+        raise _ManifestError(f"gives {key!r} of {where} as {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _as_tuple(kinds) -> tuple:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _tensor(tensors: dict, name: str, where: str) -> np.ndarray:
+    if name not in tensors:
+        raise _ManifestError(f"names tensor {name} for {where}, which the file does not hold")
+    return tensors[name]
 
 
 def _from_manifest(manifest: dict, tensors: dict) -> Bundle:
+    if not isinstance(manifest, dict):
+        raise _ManifestError(f"is a JSON {type(manifest).__name__}, not an object")
+    entries = _field(manifest, "items", list, "the file")
+    source = _field(manifest, "source", dict, "the file")
     items = []
-    for i, entry in enumerate(manifest["items"]):
-        if entry["type"] == "recurrent":
-            directions = [
-                Direction(**{key: tensors[f"items.{i}.{k}.{key}"] for key in entry["tensors"]})
-                for k in range(entry["directions"])]
-            items.append(RecurrentLayer(
-                name=entry["name"], cell=entry["cell"], directions=directions,
-                activations=tuple(Activation.from_json(a) for a in entry["activations"]),
-                reset_after=entry["reset_after"], clip=entry["clip"], input_forget=entry["input_forget"],
-                provenance=entry["provenance"], options=entry["options"]))
+    for i, entry in enumerate(entries):
+        where = f"item {i}"
+        kind = _field(entry, "type", str, where)
+        name = _field(entry, "name", str, where)
+        where = f"item {i} ({name!r})"
+        options = _field(entry, "options", dict, where)
+        if kind == "recurrent":
+            keys = _field(entry, "tensors", list, where)
+            if not set(keys) <= set(TENSOR_KEYS) or "W" not in keys:
+                raise _ManifestError(f"lists tensors {keys!r:.60} for {where}; expected W, R and some of "
+                                     f"{', '.join(TENSOR_KEYS[2:])}")
+            count = _field(entry, "directions", int, where)
+            if count not in (1, 2):
+                raise _ManifestError(f"gives {where} {count} directions (a layer has 1 or 2)")
+            directions = [Direction(**{key: _tensor(tensors, f"items.{i}.{k}.{key}", where) for key in keys})
+                          for k in range(count)]
+            activations = [Activation.from_json(_field({"a": a}, "a", dict, f"the activations of {where}"))
+                           for a in _field(entry, "activations", list, where)]
+            clip = entry.get("clip")
+            if clip is not None:
+                clip = float(_field(entry, "clip", (int, float), where))
+            layer = RecurrentLayer(
+                name=name, cell=_field(entry, "cell", str, where), directions=directions,
+                activations=tuple(activations), reset_after=_field(entry, "reset_after", bool, where), clip=clip,
+                input_forget=_field(entry, "input_forget", bool, where),
+                provenance=_field(entry, "provenance", dict, where), options=options)
+            claimed = {"units": layer.units, "input_size": layer.input_size, "dtype": str(layer.dtype)}
+            for key, actual in claimed.items():
+                if key in entry and entry[key] != actual:
+                    raise _ManifestError(f"says {key} {entry[key]!r:.40} for {where} but its tensors hold {actual}")
+            items.append(layer)
+        elif kind == "opaque":
+            names = _field(entry, "weight_names", list, where)
+            weights = [(str(n), _tensor(tensors, f"items.{i}.weights.{j}", where)) for j, n in enumerate(names)]
+            class_name = entry.get("class_name")
+            items.append(OpaqueLayer(name, None if class_name is None else str(class_name), weights, options))
         else:
-            weights = [(n, tensors[f"items.{i}.weights.{j}"]) for j, n in enumerate(entry["weight_names"])]
-            items.append(OpaqueLayer(entry["name"], entry["class_name"], weights, entry["options"]))
-    return Bundle(items, manifest["source"])
+            raise _ManifestError(f"gives {where} the type {kind!r:.40}, neither 'recurrent' nor 'opaque'")
+    return Bundle(items, source)
 
 
 def _jsonable(value):
@@ -108,3 +165,16 @@ def _default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot store {type(obj).__name__} in an rnnx manifest")
+
+
+def run_layer(path: Path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
+    """`.rnnx` has no runtime of its own: the stored layer runs in rnnx's reference, in the file's dtype."""
+    from ..canonical import reference
+
+    stored = {item.name: item for item in read(path).layers}
+    if layer.name not in stored:
+        raise FormatError(f"{path} has no recurrent layer named {layer.name!r}; "
+                          f"it holds: {', '.join(stored) or 'none'}.")
+    found = stored[layer.name]
+    Y, _, _ = reference.run_batch_first(found, x, dtype=found.dtype)
+    return Y
