@@ -78,3 +78,49 @@ def test_nan_weights_are_carried_and_agree_where_both_sides_compute_nan(tmp_path
     rnnx.convert(tmp_path / "source.rnnx", tmp_path / "copy.pt")
     report = rnnx.verify(tmp_path / "source.rnnx", tmp_path / "copy.pt")
     assert report["ok"] and report["layers"][0]["max_abs_error"] == 0
+
+
+def _gru(name, inputs, units, seed):
+    rng = np.random.default_rng(seed)
+    shapes = ((3 * units, inputs), (3 * units, units), (3 * units,), (3 * units,))
+    return RecurrentLayer(name, "gru", [Direction(*(rng.standard_normal(s).astype(np.float32) for s in shapes))])
+
+
+def test_layers_renamed_along_a_chain_are_paired_by_position(fixtures, tmp_path, cli):
+    """Keras -> PyTorch -> Keras renames `bi_sum` to `bi_sum.l0`; verify against the original still runs."""
+    original = fixtures / "keras2" / "cudnn_bidir_weights.h5"
+    rnnx.convert(original, tmp_path / "step.pt")
+    rnnx.convert(tmp_path / "step.pt", tmp_path / "back.h5")
+    assert [l.name for l in rnnx.load(tmp_path / "back.h5").layers] == ["bi_concat.l0", "bi_sum.l0", "bi_mul.l0"]
+    report = rnnx.verify(original, tmp_path / "back.h5")  # runs back.h5 in tf_keras
+    jsonschema.validate(report, json.loads((ROOT / "schemas" / "verify.schema.json").read_text()))
+    assert report["ok"]
+    assert [(r["layer"], r["target_layer"]) for r in report["layers"]] == [
+        ("bi_concat", "bi_concat.l0"), ("bi_sum", "bi_sum.l0"), ("bi_mul", "bi_mul.l0")]
+    proc = cli("verify", original, tmp_path / "back.h5")
+    assert proc.returncode == 0 and "bi_sum -> bi_sum.l0" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_pairing_by_position_never_pairs_different_layers(tmp_path, cli):
+    rnnx.save(Bundle([_gru("a", 3, 4, 1), _gru("b", 4, 2, 2)]), tmp_path / "source.rnnx")
+    rnnx.save(Bundle([_gru("b.l0", 4, 2, 2), _gru("a.l0", 3, 4, 1)]), tmp_path / "swapped.pt")
+    proc = cli("verify", tmp_path / "source.rnnx", tmp_path / "swapped.pt")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "has no layer named 'a', and the layer at its position, 'b.l0', is a GRU of 2 units" in proc.stderr
+
+
+def test_an_rnnx_target_is_verified_in_the_reference_at_its_own_dtype(fixtures, tmp_path, cli):
+    source = fixtures / "keras2" / "cpu_mix_weights.h5"
+    proc = cli("convert", source, tmp_path / "copy.rnnx", "--verify")
+    assert proc.returncode == 0 and "matches its source" in proc.stdout, proc.stdout + proc.stderr
+    wrong = rnnx.load(tmp_path / "copy.rnnx")
+    wrong.layers[1].directions[0].R[:4] *= 1.5  # one GRU gate block scaled
+    rnnx.save(wrong, tmp_path / "wrong.rnnx")
+    report = rnnx.verify(source, tmp_path / "wrong.rnnx")
+    assert [r["ok"] for r in report["layers"]][:3] == [True, False, True]
+
+
+def test_convert_verify_to_a_target_that_cannot_run_writes_nothing(fixtures, tmp_path, cli):
+    proc = cli("convert", fixtures / "keras2" / "cudnn_stack_weights.h5", tmp_path / "modules.py", "--verify")
+    assert proc.returncode == 2 and "cannot run for verification torch-module" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []

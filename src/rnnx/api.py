@@ -46,6 +46,8 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     if same_file(src, dst):
         raise UsageError(f"The destination {dst} is the source file; choose another path so the source is kept.")
     fmt = formats.for_writing(dst, to)
+    if verify:
+        formats.load_module(fmt, "run_layer")  # a target that cannot be verified is refused before writing
     bundle = load(src, config=config)
     if layer is not None:
         bundle = bundle.only(layer)

@@ -77,17 +77,37 @@ def _target_names(bundle: Bundle, dst: Path, fmt) -> list[str]:
     Its own name when `dst` holds it. Converters rename layers (a PyTorch module `lstm` is
     read back as `lstm.l0`, Keras `a/b` is written as `a_b`), so along a chain of conversions
     a layer may carry another name: when `dst` holds as many recurrent layers as the source,
-    an unmatched layer is paired with the one at its position (a wrong pairing fails on shapes
-    or numbers, never passes). Otherwise the target's own lookup reports the missing name.
+    an unmatched layer is paired with the one at its position, provided that one has the same
+    cell, sizes and directions. Otherwise the target's own lookup reports the missing name.
     """
     own = [layer.name for layer in bundle.layers]
     try:
-        held = [layer.name for layer in formats.load_module(fmt, "read").read(dst).layers]
+        held = formats.load_module(fmt, "read").read(dst).layers
     except RnnxError:
         return own  # run_layer reports what is wrong with the file
-    if set(own) <= set(held) or len(held) != len(own):
+    names = {layer.name for layer in held}
+    if set(own) <= names or len(held) != len(own):
         return own
-    return [name if name in held else held[i] for i, name in enumerate(own)]
+    paired = []
+    for layer, there in zip(bundle.layers, held):
+        if layer.name in names:
+            paired.append(layer.name)
+            continue
+        if _shape(layer) != _shape(there):
+            raise VerificationError(
+                f"{dst} has no layer named {layer.name!r}, and the layer at its position, {there.name!r}, is "
+                f"{_describe(there)} where the source has {_describe(layer)}; verify with --layer NAME.")
+        paired.append(there.name)
+    return paired
+
+
+def _shape(layer) -> tuple:
+    return layer.cell, layer.input_size, layer.hidden_size, layer.num_directions
+
+
+def _describe(layer) -> str:
+    return (f"a {layer.cell.upper()} of {layer.hidden_size} units on {layer.input_size} inputs, "
+            f"{'bidirectional' if layer.num_directions == 2 else 'one direction'}")
 
 
 def as_text(report: dict) -> str:
