@@ -125,3 +125,29 @@ def test_names_stay_unique():
     assert [i.provenance["module"] for i in items] == ["rnn", "rnn.l0"]
     written, _ = torch_layout.to_state_dict(Bundle(items))
     assert list(written) == list(state)
+
+
+def _stack_member(name, inputs, seed):
+    rng = np.random.default_rng(seed)
+    return RecurrentLayer(name, "gru", [Direction(*(rng.standard_normal(s).astype(np.float32)
+                                                    for s in ((6, inputs), (6, 2), (6,), (6,))))])
+
+
+def test_layers_named_as_stacked_torch_layers_go_back_to_that_module():
+    """A PyTorch file converted to Keras/ONNX and back keeps its module names (no `lstm_l0.l0` drift)."""
+    stack = [_stack_member("l0", 3, 1), _stack_member("l1", 2, 2), _stack_member("enc.rnn.l0", 3, 3)]
+    state, notes = torch_layout.to_state_dict(Bundle(stack))
+    assert sorted(state) == sorted([f"{p}{w}_l{k}" for p, k in (("", 0), ("", 1), ("enc.rnn.", 0))
+                                    for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")])
+    assert notes[0] == "the root module = nn.GRU(3, 2, num_layers=2, batch_first=True)  # from 'l0', 'l1'"
+    back = torch_layout.read_state_dict(state, Path("x.safetensors"))
+    assert [l.name for l in back] == ["l0", "l1", "enc.rnn.l0"]
+    assert all(np.array_equal(a.directions[0].W, b.directions[0].W) for a, b in zip(stack, back))
+
+
+def test_names_that_do_not_form_a_whole_stack_keep_their_own_modules():
+    gap = [_stack_member("rnn.l0", 3, 1), _stack_member("rnn.l2", 2, 2)]   # no l1
+    unchained = [_stack_member("l0", 3, 1), _stack_member("l1", 3, 2)]     # l1 takes 3 inputs, l0 gives 2
+    for layers, prefixes in ((gap, ["rnn_l0", "rnn_l2"]), (unchained, ["l0", "l1"])):
+        state, _ = torch_layout.to_state_dict(Bundle(layers))
+        assert [k.rpartition("weight_ih")[0].rstrip(".") for k in state if "weight_ih" in k] == prefixes

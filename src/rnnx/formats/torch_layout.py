@@ -182,6 +182,9 @@ def _module_layers(group: _ModuleKeys, path: Path) -> list[RecurrentLayer]:
     if len(dtypes) > 1:
         raise FormatError(f"{where} mixes dtypes {sorted(dtypes)}; a PyTorch module holds one dtype. "
                           f"Cast the model (e.g. model.float()) and save it again.")
+    if dtypes and not dtypes <= {"float16", "float32", "float64"}:
+        raise FormatError(f"{where} holds {dtypes.pop()} weights; rnnx reads float16, float32 and float64 "
+                          f"recurrent weights. Cast the model (e.g. model.float()) and save it again.")
     if ("bias_ih" in params) != ("bias_hh" in params):
         raise FormatError(f"{where} has only one of bias_ih / bias_hh; PyTorch modules have both or neither.")
 
@@ -367,6 +370,7 @@ def plan(bundle: Bundle) -> list[Emission]:
     for layer in bundle.layers:
         if is_torch_layer(layer) and "stack_index" in layer.provenance:
             stacks.setdefault(layer.provenance["module"], []).append(layer)
+    by_name = _stacks_by_name(bundle.layers)
     emissions, done = [], set()
     for layer in bundle.layers:
         if id(layer) in done:
@@ -378,15 +382,49 @@ def plan(bundle: Bundle) -> list[Emission]:
             members = sorted(stacks[p["module"]], key=lambda l: l.provenance["stack_index"])
             emissions.append(Emission(p["module"], members, False, False))
             done |= {id(m) for m in members}
+        elif not is_torch_layer(layer) and id(layer) in by_name:
+            members = by_name[id(layer)]
+            emissions.append(Emission(_STACKED_NAME.match(layer.name)["module"] or "", members, False, True))
+            done |= {id(m) for m in members}
         else:
             emissions.append(Emission(identifier(layer.name), [layer], False, not is_torch_layer(layer)))
     return emissions
 
 
+# How the reader names layer k of a stacked module: `encoder.rnn.l1`, `l0` at the root.
+_STACKED_NAME = re.compile(r"^(?:(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.)?l(?P<k>\d+)$", re.ASCII)
+
+
+def _stacks_by_name(layers: list[RecurrentLayer]) -> dict[int, list[RecurrentLayer]]:
+    """Layers from elsewhere (Keras, ONNX, .rnnx) named as the reader names stacked PyTorch layers.
+
+    Such names come from a PyTorch file converted along a chain; writing them back under that
+    module (`lstm.l0` -> module `lstm`, `l0, l1` -> a root nn.LSTM(num_layers=2)) makes the
+    names survive another round trip instead of growing (`lstm_l0.l0`). Only complete stacks
+    whose layers chain are grouped; id(layer) -> the stack's layers in order.
+    """
+    groups: dict[str, list[RecurrentLayer]] = {}
+    for layer in layers:
+        match = _STACKED_NAME.match(layer.name)
+        if match and not is_torch_layer(layer) and not keyword.iskeyword(match["module"] or "_"):
+            groups.setdefault(match["module"] or "", []).append(layer)
+    out = {}
+    for module, members in groups.items():
+        indices = [int(_STACKED_NAME.match(m.name)["k"]) for m in members]
+        first = members[0]
+        chained = all(
+            m.cell == first.cell and m.num_directions == first.num_directions and m.has_bias == first.has_bias
+            and m.proj_size == first.proj_size and m.dtype == first.dtype and m.activations == first.activations
+            and m.input_size == prev.num_directions * prev.hidden_size
+            for prev, m in zip(members, members[1:]))
+        if indices == list(range(len(members))) and chained:
+            out.update({id(m): members for m in members})
+    return out
+
+
 def written_names(layer: RecurrentLayer) -> list[str]:
     """Names the layer may have when the written file is read back, most specific first."""
-    names = [layer.name] if is_torch_layer(layer) else []
-    return names + [f"{identifier(layer.name)}.l0"]
+    return list(dict.fromkeys([layer.name, f"{identifier(layer.name)}.l0"]))
 
 
 def _whole_stack(members: list[RecurrentLayer]) -> bool:
