@@ -133,3 +133,54 @@ def test_broken_safetensors(cli, tmp_path):
     src.write_bytes(src.read_bytes()[:300])
     done = cli("inspect", src)
     assert done.returncode == 2 and "not a readable safetensors file" in done.stderr
+
+
+def _torch_state_with(dtype_of, **extra):
+    """A torch GRU state dict (plus `extra`) saved by safetensors.torch, recurrent weights in `dtype_of`."""
+    torch.manual_seed(0)
+    state = {f"rnn.{k}": v.to(dtype_of) for k, v in torch.nn.GRU(3, 4).state_dict().items()}
+    return {**state, **extra}
+
+
+def test_bfloat16_recurrent_weights_are_refused_with_what_to_do(cli, tmp_path):
+    from safetensors.torch import save_file as save_torch
+
+    src = tmp_path / "bf16.safetensors"
+    save_torch(_torch_state_with(torch.bfloat16), str(src))
+    done = cli("convert", src, tmp_path / "out.pt")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "unexpected" not in done.stderr
+    assert "is bfloat16" in done.stderr and "model.float()" in done.stderr and str(src) in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bf16.safetensors"]
+
+
+def test_other_bfloat16_tensors_ride_along_as_float32(cli, tmp_path):
+    from safetensors.torch import save_file as save_torch
+
+    head = torch.randn(2, 4).to(torch.bfloat16)
+    src = tmp_path / "head.safetensors"
+    save_torch(_torch_state_with(torch.float32, **{"head.weight": head}), str(src))
+    bundle = rnnx.load(src)
+    assert "head.weight: bfloat16 read as float32" in bundle.source["notes"]
+    done = cli("convert", src, tmp_path / "out.pt")
+    assert done.returncode == 0, done.stderr
+    written = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert written["head.weight"].dtype == torch.float32
+    assert torch.equal(written["head.weight"], head.float())
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_integer_recurrent_weights_are_refused(cli, tmp_path, dtype):
+    from safetensors.torch import save_file as save_torch
+
+    src = tmp_path / "int.safetensors"
+    save_torch(_torch_state_with(dtype), str(src))
+    done = cli("inspect", src)
+    assert done.returncode == 2 and f"holds {str(dtype)[6:]} weights" in done.stderr, done.stderr
+
+
+def test_a_header_too_large_says_so_without_blaming_bfloat16(cli, tmp_path):
+    src = tmp_path / "huge.safetensors"
+    src.write_bytes((2**62).to_bytes(8, "little") + b"{}")
+    done = cli("inspect", src)
+    assert done.returncode == 2 and "not a readable safetensors file" in done.stderr
+    assert "bfloat16" not in done.stderr and "Traceback" not in done.stderr

@@ -49,7 +49,7 @@ def read(path: Path, **_options) -> Bundle:
     state, stripped = torch_layout.strip_wrappers(state, in_checkpoint=bool(found_at))
     if is_tensor is not torch_zip.is_tensor:
         state = {key: _from_torch(tensor) for key, tensor in state.items()}
-    arrays, notes = _to_numpy(state, path)
+    arrays, notes = to_numpy(state, path)
     source = {"format": "torch", "notes": notes}
     if found_at:
         source["checkpoint_key"] = found_at
@@ -98,7 +98,7 @@ def _from_torch(tensor):
         return torch_zip.UnreadableTensor(_first_line(exc))
 
 
-def _to_numpy(state: dict, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+def to_numpy(state: dict, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     arrays, notes = {}, []
     for key, tensor in state.items():
         if isinstance(tensor, torch_zip.BFloat16Array):

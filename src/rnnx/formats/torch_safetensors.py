@@ -15,7 +15,7 @@ import numpy as np
 from ..canonical import Bundle, RecurrentLayer
 from ..errors import FormatError
 from ..io import atomic_output
-from . import torch_layout
+from . import torch_layout, torch_pt, torch_zip
 from .torch_layout import refusal  # noqa: F401  (the format protocol: refusal(layer))
 
 
@@ -29,17 +29,46 @@ def read(path: Path, **options) -> Bundle:
             metadata = f.metadata() or {}
             if rnnx_file.MANIFEST_KEY in metadata:
                 return rnnx_file.read(path, **options)
-            state = {key: f.get_tensor(key) for key in f.keys()}
+            state = {key: _tensor(f, key, path) for key in f.keys()}
     except FormatError:
         raise
-    except Exception as exc:  # safetensors raises untyped errors for broken headers, bfloat16 for numpy...
-        raise FormatError(f"{path} is not a readable safetensors file ({exc}). bfloat16 tensors cannot be "
-                          f"read without torch: save them as float32.") from None
+    except Exception as exc:  # safetensors raises untyped errors for broken headers
+        raise FormatError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or "
+                          f"not a safetensors file.") from None
     state, stripped = torch_layout.strip_wrappers(_natural_order(state), in_checkpoint=False)
-    source = {"format": "safetensors"}
+    arrays, notes = torch_pt.to_numpy(state, path)
+    source = {"format": "safetensors", "notes": notes}
     if stripped:
         source["stripped_prefix"] = stripped
-    return Bundle(torch_layout.read_state_dict(state, path), source)
+    return Bundle(torch_layout.read_state_dict(arrays, path), source)
+
+
+def _tensor(f, key: str, path: Path):
+    """A numpy array; bfloat16 (which numpy lacks) as torch_zip.BFloat16Array, read from the file's bytes
+    whether or not ml_dtypes happens to be imported; other dtypes numpy cannot hold as UnreadableTensor."""
+    dtype = f.get_slice(key).get_dtype()
+    if dtype == "BF16":
+        return torch_zip.BFloat16Array((_raw(path, key).astype(np.uint32) << 16).view(np.float32))
+    if dtype not in NUMPY_DTYPES:
+        return torch_zip.UnreadableTensor(f"a {dtype} tensor")
+    return f.get_tensor(key)
+
+
+NUMPY_DTYPES = ("F64", "F32", "F16", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8", "BOOL")
+
+
+def _raw(path: Path, key: str) -> np.ndarray:
+    """The bytes of tensor `key`, shaped; safe_open has already checked the header against the file size."""
+    import json
+    import struct
+
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        entry = json.loads(fh.read(length))[key]
+        start, end = entry["data_offsets"]
+        fh.seek(8 + length + start)
+        data = fh.read(end - start)
+    return np.frombuffer(data, np.uint8).view("<u2").reshape(entry["shape"])
 
 
 def _natural_order(state: dict) -> dict:
