@@ -133,6 +133,18 @@ def test_verify_runs_the_written_file_in_keras3(tmp_path):
     assert max(r["max_abs_error"] for r in report["layers"]) <= 1e-5
 
 
+@pytest.mark.parametrize("cell, directions", [("lstm", 2), ("gru", 1)])
+def test_verify_runs_float64_layers_in_float64(cell, directions, tmp_path):
+    rng = np.random.default_rng(7)
+    n = {"lstm": 4, "gru": 3}[cell] * 3
+    layer = RecurrentLayer(cell, cell, [Direction(*(rng.standard_normal(s) for s in ((n, 2), (n, 3), (n,), (n,))))
+                                        for _ in range(directions)])
+    rnnx.save(Bundle([layer]), tmp_path / "f64.rnnx")
+    rnnx.convert(tmp_path / "f64.rnnx", tmp_path / "f64.weights.h5")
+    report = rnnx.verify(tmp_path / "f64.rnnx", tmp_path / "f64.weights.h5")
+    assert report["layers"][0]["tolerance"] == 1e-9 and report["ok"], report
+
+
 def test_hard_sigmoid_is_refused_then_reported(tmp_path, cli):
     out = tmp_path / "mix.weights.h5"
     with pytest.raises(rnnx.UnsupportedError, match="hard_sigmoid"):

@@ -164,10 +164,12 @@ def run_keras3_layer(stored: RecurrentLayer, x: np.ndarray) -> np.ndarray:
     kwargs = dict(units=stored.units, use_bias=stored.has_bias, return_sequences=True, **names)
     if stored.cell == "gru":
         kwargs["reset_after"] = stored.reset_after
+    if stored.dtype == np.float64:  # Keras computes in float32 unless told; float16 weights run in float32
+        kwargs["dtype"] = "float64"
     cls = getattr(keras.layers, layout.KERAS_CLASS[stored.cell])
     inputs = keras.Input((None, stored.input_size), dtype=str(stored.dtype))
     if stored.num_directions == 2:
-        rnn = keras.layers.Bidirectional(cls(**kwargs), merge_mode=None)
+        rnn = keras.layers.Bidirectional(cls(**kwargs), merge_mode=None, dtype=kwargs.get("dtype"))
         outputs = rnn(inputs)
         cells = [rnn.forward_layer.cell, rnn.backward_layer.cell]
     else:
