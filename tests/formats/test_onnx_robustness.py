@@ -182,3 +182,15 @@ def test_a_node_with_zero_units_is_refused(tmp_path, cli):
     proc = cli("convert", path, tmp_path / "out.h5")
     assert proc.returncode == 2 and "unexpected" not in _one_sentence(proc)
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_verify_of_a_float64_node_says_onnxruntime_has_no_kernel(tmp_path, cli):
+    layer = random_layer("gru", name="g")
+    for d in layer.directions:
+        for key, value in d.tensors().items():
+            setattr(d, key, value.astype(np.float64))
+    rnnx.save(Bundle([layer]), tmp_path / "f64.rnnx")
+    proc = cli("convert", tmp_path / "f64.rnnx", tmp_path / "f64.onnx", "--verify")
+    assert proc.returncode == 2
+    message = _one_sentence(proc)
+    assert "no float64 GRU kernel" in message and "float32 copy" in message, message

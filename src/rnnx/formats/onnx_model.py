@@ -28,6 +28,8 @@ exporter, rnnx.graph.export_model, unless one layer is asked for.
 
 from __future__ import annotations
 
+import re
+
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -541,8 +543,11 @@ def _find_node(model: onnx.ModelProto, name: str) -> FoundNode:
     for candidate in found:
         if candidate.name == name:
             return candidate
-    for candidate in found:  # a whole-model graph may name its node after the layer's outputs
-        if any(out in (f"{name}_Y", f"{name}/Y") for out in candidate.node.output):
+    # A whole-model graph names the node after its layer unless a graph output already took the
+    # name (the layer's output is a model output): then the node's Y is `<layer>/rnn_Y`.
+    produced = re.compile(rf"{re.escape(name)}(_|/|/rnn_|/rnn_\d+_)Y")
+    for candidate in found:
+        if any(produced.fullmatch(out) for out in candidate.node.output):
             return candidate
     known = ", ".join(f.name for f in found) or "none"
     raise FormatError(f"there is no recurrent node for layer {name!r}; the recurrent nodes are: {known}.")
@@ -585,4 +590,9 @@ def run_single_node(model: onnx.ModelProto, X: np.ndarray, where: str) -> np.nda
         run_options.log_severity_level = 4  # the error comes back as our own sentence, not a log line
         return session.run(None, {"X": X.astype(dtype)}, run_options)[0]
     except Exception as exc:  # onnxruntime raises its own untyped errors
+        if model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE:
+            raise UnsupportedError(
+                f"{where}: onnxruntime has no float64 {model.graph.node[0].op_type} kernel, so this float64 "
+                f"node cannot be run or verified there; to run the model in onnxruntime, convert a float32 copy "
+                f"of the source.") from None
         raise UnsupportedError(f"{where}: onnxruntime cannot run it ({str(exc).strip().splitlines()[0]}).") from None
