@@ -103,10 +103,23 @@ def test_layers_renamed_along_a_chain_are_paired_by_position(fixtures, tmp_path,
 
 def test_pairing_by_position_never_pairs_different_layers(tmp_path, cli):
     rnnx.save(Bundle([_gru("a", 3, 4, 1), _gru("b", 4, 2, 2)]), tmp_path / "source.rnnx")
-    rnnx.save(Bundle([_gru("b.l0", 4, 2, 2), _gru("a.l0", 3, 4, 1)]), tmp_path / "swapped.pt")
-    proc = cli("verify", tmp_path / "source.rnnx", tmp_path / "swapped.pt")
+    rnnx.save(Bundle([_gru("y", 4, 2, 2), _gru("x", 3, 4, 1)]), tmp_path / "swapped.rnnx")
+    proc = cli("verify", tmp_path / "source.rnnx", tmp_path / "swapped.rnnx")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "has no layer named 'a', and the layer at its position, 'b.l0', is a GRU of 2 units" in proc.stderr
+    assert "has no layer named 'a', and the layer at its position, 'y', is a GRU of 2 units" in proc.stderr
+    rnnx.save(Bundle([_gru("b.l0", 4, 2, 2), _gru("a.l0", 3, 4, 1)]), tmp_path / "swapped.pt")
+    report = rnnx.verify(tmp_path / "source.rnnx", tmp_path / "swapped.pt")  # torch's own lookup: a -> a.l0
+    assert report["ok"] and [r.get("target_layer") for r in report["layers"]] == [None, None]
+
+
+def test_whole_model_onnx_layers_are_found_by_name_not_position(fixtures, tmp_path):
+    """A node whose layer name a graph output took is found by its outputs, not paired by position."""
+    for name, count in (("k2_masking", 5), ("k2_states", 5)):  # recurrent layers whose outputs are model outputs
+        source = fixtures / "models" / f"{name}.h5"
+        rnnx.convert(source, tmp_path / f"{name}.onnx")
+        report = rnnx.verify(source, tmp_path / f"{name}.onnx")  # onnxruntime runs each node
+        assert report["ok"] and len(report["layers"]) == count
+        assert all("target_layer" not in r for r in report["layers"])
 
 
 def test_an_rnnx_target_is_verified_in_the_reference_at_its_own_dtype(fixtures, tmp_path, cli):

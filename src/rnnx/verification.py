@@ -9,7 +9,7 @@ import numpy as np
 
 from . import formats
 from .canonical import Bundle, reference
-from .errors import RnnxError, VerificationError
+from .errors import FormatError, RnnxError, UsageError, VerificationError
 
 # (batch, sequence length) pairs every layer is checked on.
 SHAPES = ((1, 1), (2, 7), (5, 23))
@@ -29,17 +29,27 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
     runner = formats.load_module(fmt, "run_layer")
     rng = np.random.default_rng(seed)
     results = []
-    for layer, target_name in zip(bundle.layers, _target_names(bundle, dst, fmt)):
+    partners = None
+    for layer in bundle.layers:
         source_name = layer.name
-        if target_name != layer.name:
-            layer = dataclasses.replace(layer, name=target_name)
         max_abs = max_rel = noise = 0.0
         for batch, seq in SHAPES:
             x = rng.standard_normal((batch, seq, layer.input_size)).astype(layer.dtype)
             want, _, _ = reference.run_batch_first(layer, x)
             in_own_dtype, _, _ = reference.run_batch_first(layer, x, dtype=layer.dtype)
             noise = max(noise, float(_difference(in_own_dtype.astype(np.float64), want).max()))
-            got = np.asarray(runner.run_layer(dst, layer, x), np.float64)
+            try:
+                got = runner.run_layer(dst, layer, x)
+            except (FormatError, UsageError):  # the target's own lookup found no layer of that name
+                if layer.name != source_name:
+                    raise
+                partners = partners if partners is not None else _partners(bundle, dst, fmt)
+                partner = partners.get(source_name)
+                if partner is None:
+                    raise
+                layer = _paired(layer, partner, dst)
+                got = runner.run_layer(dst, layer, x)
+            got = np.asarray(got, np.float64)
             if got.shape != want.shape:
                 raise VerificationError(
                     f"{dst}: layer {layer.name!r} returned shape {got.shape}, the reference {want.shape}.")
@@ -48,7 +58,7 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
             rel = np.nan_to_num(diff / np.fmax(np.abs(want), 1e-3), nan=np.inf)
             max_rel = max(max_rel, float(rel.max()))
         tol = tolerance if tolerance is not None else max(TOLERANCE[str(layer.dtype)], NOISE_FACTOR * noise)
-        paired = {} if target_name == source_name else {"target_layer": target_name}
+        paired = {} if layer.name == source_name else {"target_layer": layer.name}
         results.append({"layer": source_name, **paired, "max_abs_error": max_abs, "max_rel_error": max_rel,
                         "noise_floor": noise, "tolerance": tol, "ok": bool(max_abs <= tol)})
     report = {"source": str(bundle.source.get("path", "")), "target": str(dst), "target_format": fmt.name,
@@ -71,34 +81,29 @@ def _difference(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return np.where(same, 0.0, np.nan_to_num(diff, nan=np.inf))
 
 
-def _target_names(bundle: Bundle, dst: Path, fmt) -> list[str]:
-    """The name of each source layer's counterpart in `dst`.
+def _partners(bundle: Bundle, dst: Path, fmt) -> dict:
+    """Source layer name -> the layer at its position in `dst`, when both hold as many recurrent layers.
 
-    Its own name when `dst` holds it. Converters rename layers (a PyTorch module `lstm` is
-    read back as `lstm.l0`, Keras `a/b` is written as `a_b`), so along a chain of conversions
-    a layer may carry another name: when `dst` holds as many recurrent layers as the source,
-    an unmatched layer is paired with the one at its position, provided that one has the same
-    cell, sizes and directions. Otherwise the target's own lookup reports the missing name.
+    Converters rename layers (a PyTorch module `lstm` is read back as `lstm.l0`, Keras `a/b`
+    is written as `a_b`), so along a chain of conversions a layer may carry another name. A
+    source layer that the target's own lookup does not find is paired with the layer at its
+    position (checked in `_paired`: a wrong pairing is refused, never passes).
     """
-    own = [layer.name for layer in bundle.layers]
     try:
         held = formats.load_module(fmt, "read").read(dst).layers
     except RnnxError:
-        return own  # run_layer reports what is wrong with the file
-    names = {layer.name for layer in held}
-    if set(own) <= names or len(held) != len(own):
-        return own
-    paired = []
-    for layer, there in zip(bundle.layers, held):
-        if layer.name in names:
-            paired.append(layer.name)
-            continue
-        if _shape(layer) != _shape(there):
-            raise VerificationError(
-                f"{dst} has no layer named {layer.name!r}, and the layer at its position, {there.name!r}, is "
-                f"{_describe(there)} where the source has {_describe(layer)}; verify with --layer NAME.")
-        paired.append(there.name)
-    return paired
+        return {}
+    if len(held) != len(bundle.layers):
+        return {}
+    return {layer.name: there for layer, there in zip(bundle.layers, held)}
+
+
+def _paired(layer, there, dst: Path):
+    if _shape(layer) != _shape(there):
+        raise VerificationError(
+            f"{dst} has no layer named {layer.name!r}, and the layer at its position, {there.name!r}, is "
+            f"{_describe(there)} where the source has {_describe(layer)}; verify with --layer NAME.")
+    return dataclasses.replace(layer, name=there.name)
 
 
 def _shape(layer) -> tuple:

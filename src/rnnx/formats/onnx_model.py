@@ -28,9 +28,8 @@ exporter, rnnx.graph.export_model, unless one layer is asked for.
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
