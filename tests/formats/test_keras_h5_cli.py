@@ -111,6 +111,14 @@ def test_config_that_does_not_fit_the_weights(cli, fixtures, corpus, out_dir):
     assert list(out_dir.iterdir()) == []
 
 
+def test_config_that_is_not_text(cli, fixtures, tmp_path, out_dir):
+    arch = tmp_path / "model.json"
+    arch.write_bytes(b"\xff\xfe\x00binary")
+    src = fixtures / "keras2" / "cudnn_stack_weights.h5"
+    assert_plain_failure(cli("convert", src, out_dir / "out.keras", "--config", arch), str(arch), "not text")
+    assert list(out_dir.iterdir()) == []
+
+
 def test_destination_equal_to_source(cli, fixtures, tmp_path):
     src = tmp_path / "model.h5"
     src.write_bytes((fixtures / "keras2" / "cudnn_stack_full.h5").read_bytes())

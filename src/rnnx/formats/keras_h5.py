@@ -212,6 +212,9 @@ def _config_file(config: Path) -> dict:
         text = config.read_text(encoding="utf-8")
     except OSError as exc:
         raise FormatError(f"Cannot read the architecture file {config} ({exc.strerror}).") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"{config} is not text (not UTF-8), so not the JSON model.to_json() writes; "
+                          f"give the architecture file of the model that saved these weights.") from None
     try:
         return kc.parse(text)
     except (ValueError, UnicodeDecodeError) as exc:
