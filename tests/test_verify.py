@@ -4,6 +4,7 @@ import json
 
 import jsonschema
 import numpy as np
+import pytest
 
 import rnnx
 from rnnx.canonical import Bundle, Direction, RecurrentLayer
@@ -137,3 +138,11 @@ def test_convert_verify_to_a_target_that_cannot_run_writes_nothing(fixtures, tmp
     proc = cli("convert", fixtures / "keras2" / "cudnn_stack_weights.h5", tmp_path / "modules.py", "--verify")
     assert proc.returncode == 2 and "cannot run for verification torch-module" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "nan"])
+def test_a_tolerance_that_bounds_nothing_is_a_usage_error(tmp_path, cli, tolerance):
+    rnnx.save(Bundle([_small_lstm()]), tmp_path / "source.rnnx")
+    rnnx.convert(tmp_path / "source.rnnx", tmp_path / "copy.onnx")
+    proc = cli("verify", tmp_path / "source.rnnx", tmp_path / "copy.onnx", "--tolerance", tolerance)
+    assert proc.returncode == 2 and "--tolerance" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -25,6 +25,9 @@ NOISE_FACTOR = 4.0
 
 def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: float | None = None,
                   raise_on_failure: bool = False, seed: int = 0) -> dict:
+    if tolerance is not None and not tolerance >= 0:  # also NaN, which no error is ever below
+        raise UsageError(f"--tolerance {tolerance} is not a usable error bound; give a number of 0 or more "
+                         f"(e.g. 1e-5), or leave it out for the default.")
     fmt = formats.for_writing(dst, to) if to else formats.for_reading(dst)
     runner = formats.load_module(fmt, "run_layer")
     rng = np.random.default_rng(seed)
