@@ -1,6 +1,7 @@
 """The CLI contract that holds for every format: help, exit codes, one-sentence errors, no partial files."""
 
 import numpy as np
+import pytest
 
 import rnnx
 from rnnx.canonical import Bundle, Direction, RecurrentLayer
@@ -113,3 +114,37 @@ def test_output_cut_short_by_a_pipe_is_no_error(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert err == b"", err
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("dst, flags", [
+    ("out.onnx", ["--cudnn"]),
+    ("out.h5", ["--time-major"]),
+    ("out.pt", ["--opset", "14"]),
+    ("out.h5", ["--engine", "tf2onnx"]),
+    ("out.h5", ["--accept-activation-change"]),
+])
+def test_an_option_the_target_ignores_is_a_usage_error(cli, tmp_path, dst, flags):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    proc = cli("convert", src, tmp_path / dst, *flags)
+    assert proc.returncode == 2
+    assert flags[0] in _one_plain_error(proc) and "Leave" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.rnnx"]
+
+
+def test_options_for_their_own_target_still_work(cli, tmp_path):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    proc = cli("convert", src, tmp_path / "out.onnx", "--opset", "17", "--time-major", "--engine", "native")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_opset_zero_is_refused_not_ignored(cli, tmp_path):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    proc = cli("convert", src, tmp_path / "out.onnx", "--opset", "0")
+    assert proc.returncode == 2 and "opset 0" in _one_plain_error(proc)
+
+
+def test_tf2onnx_engine_without_an_architecture_is_refused(cli, tmp_path):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    proc = cli("convert", src, tmp_path / "out.onnx", "--engine", "tf2onnx")
+    assert proc.returncode == 2 and "no model architecture" in _one_plain_error(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.rnnx"]

@@ -9,7 +9,7 @@ import sys
 import traceback
 
 from . import __version__, formats
-from .errors import RnnxError, VerificationError
+from .errors import RnnxError, UsageError, VerificationError
 
 EPILOG = """exit status: 0 success, 1 a verification failed, 2 bad input, unsupported feature or usage.
 formats (by suffix, or --to): """ + "; ".join(
@@ -114,13 +114,27 @@ def _inspect(args) -> int:
     return 0
 
 
+# convert's options that only one kind of target understands: given for another, they would do nothing.
+TARGET_OPTIONS = {"opset": ("--opset", ("onnx",)), "time_major": ("--time-major", ("onnx",)),
+                  "engine": ("--engine", ("onnx",)), "cudnn": ("--cudnn", ("keras-h5",)),
+                  "accept_activation_change": ("--accept-activation-change", ("keras", "keras3-weights"))}
+
+
 def _convert(args) -> int:
+    from pathlib import Path
+
     from .api import convert
     from .verification import as_text
 
     options = {k: v for k, v in (("opset", args.opset), ("time_major", args.time_major),
                                  ("accept_activation_change", args.accept_activation_change),
-                                 ("cudnn", args.cudnn), ("engine", args.engine)) if v}
+                                 ("cudnn", args.cudnn), ("engine", args.engine)) if v is not None and v is not False}
+    target = formats.for_writing(Path(args.dst), args.to).name
+    for key in options:
+        flag, targets = TARGET_OPTIONS[key]
+        if target not in targets and not (key == "engine" and options[key] == "native"):
+            raise UsageError(f"{flag} applies only to {' and '.join(targets)} targets; {args.dst} would be written "
+                             f"as {target}. Leave {flag} out or choose another destination.")
     result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
                      verify=args.verify, **options)
     n = len(result.bundle.layers)

@@ -330,6 +330,11 @@ def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | Non
                          "its own node with its own inputs and outputs")
         else:
             return list(export_model(bundle, Path(path), opset=opset, time_major=time_major, **options) or [])
+    if options.get("engine") == "tf2onnx":
+        why = "--layer asks for one layer" if layer is not None else "it holds no model architecture"
+        source = bundle.source.get("path", "the source")
+        raise UsageError(f"--engine tf2onnx converts whole Keras 2 models, and {source} cannot be one ({why}); "
+                         f"leave --engine out to write per-layer ONNX models.")
     if layer is not None and len(bundle.layers) > 1:
         bundle = bundle.only(layer)
     if not bundle.layers:
