@@ -28,3 +28,64 @@ def test_written_file_gets_the_mode_of_a_normal_new_file(tmp_path):
     with atomic_output(tmp_path / "out.onnx") as tmp:
         tmp.write_bytes(b"data")
     assert (tmp_path / "out.onnx").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def _interrupt(monkeypatch, target: str):
+    """Make `module:attr` (or `module:Class.attr`) run as before, then fail: the temporary file holds real
+    bytes when the writer gives up."""
+    import importlib
+
+    module_name, path = target.split(":")
+    owner = importlib.import_module(module_name)
+    *classes, attr = path.split(".")
+    for cls in classes:
+        owner = getattr(owner, cls)
+    original = getattr(owner, attr)
+
+    def write_then_fail(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("interrupted after writing")
+
+    monkeypatch.setattr(owner, attr, write_then_fail)
+
+
+# (destination, the call that puts the bytes on disk)
+WRITERS = [
+    ("out.h5", "rnnx.formats.keras_h5:_write_plan"),
+    ("out.weights.h5", "rnnx.formats.keras3_layout:write_tree"),
+    ("out.onnx", "onnx:save_model"),
+    ("out.pt", "torch:save"),
+    ("out.safetensors", "safetensors.numpy:save_file"),
+    ("out.rnnx", "safetensors.numpy:save_file"),
+    ("out.py", "pathlib:Path.write_text"),
+]
+
+
+@pytest.mark.parametrize("dst, call", WRITERS, ids=[w[0] for w in WRITERS])
+def test_every_writer_leaves_nothing_when_interrupted_mid_write(tmp_path, monkeypatch, dst, call):
+    import numpy as np
+
+    import rnnx
+    from rnnx.canonical import Bundle, Direction, RecurrentLayer
+
+    rng = np.random.default_rng(0)
+    layer = RecurrentLayer("lstm", "lstm", [Direction(*(rng.standard_normal(s).astype(np.float32)
+                                                        for s in ((8, 3), (8, 2), (8,))))])
+    _interrupt(monkeypatch, call)
+    with pytest.raises(RuntimeError, match="interrupted after writing"):
+        rnnx.save(Bundle([layer]), tmp_path / dst)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("src, dst, call", [
+    ("keras3/bidir.keras", "out.keras", "zipfile:ZipFile.writestr"),
+    ("keras2/cudnn_stack_full.h5", "model.onnx", "onnx:save"),  # the whole-model exporter
+])
+def test_archive_and_whole_model_writers_leave_nothing_when_interrupted(fixtures, tmp_path, monkeypatch, src, dst,
+                                                                         call):
+    import rnnx
+
+    _interrupt(monkeypatch, call)
+    with pytest.raises(RuntimeError, match="interrupted after writing"):
+        rnnx.convert(fixtures / src, tmp_path / dst)
+    assert list(tmp_path.iterdir()) == []
