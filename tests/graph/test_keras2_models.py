@@ -129,3 +129,13 @@ def test_cli_converts_whole_model(models_dir, tmp_path, cli, keras_models):
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and dst.exists()
     _compare("k2_seed_cudnn.h5", dst, keras_models("k2_seed_cudnn.h5"), False)
+
+
+@pytest.mark.parametrize("name", ["k2_masking.h5", "k2_states.h5", "k2_merges.h5", "k2_nested.h5"])
+def test_recurrent_nodes_keep_their_layer_names(name, models_dir, exported):
+    """Also when the layer's output is a graph output of the same name: names survive ONNX -> .h5 -> ..."""
+    path, _ = exported(name)
+    nodes = [n.name for n in onnx.load(path).graph.node if n.op_type in ("LSTM", "GRU", "RNN")]
+    layers = [layer.name for layer in rnnx.load(models_dir / name).layers]
+    assert set(layers) <= set(nodes)  # a layer called again (k2_nested) adds nodes <layer>_1, ...
+    assert set(layers) <= {layer.name for layer in rnnx.load(path).layers}

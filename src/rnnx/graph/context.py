@@ -76,6 +76,7 @@ class Context:
     _names: set[str] = field(default_factory=set)
     _consts: dict[tuple, str] = field(default_factory=dict)
     _reserved: set[str] = field(default_factory=set)
+    _node_names: set[str] = field(default_factory=set)
 
     # --- names -----------------------------------------------------------------
     def unique(self, hint: str) -> str:
@@ -84,6 +85,17 @@ class Context:
         while name in self._names:
             name, k = f"{base}_{k}", k + 1
         self._names.add(name)
+        return name
+
+    def unique_node(self, hint: str) -> str:
+        """A node name: `hint` unless another node has it. Nodes and tensors have separate namespaces
+        in ONNX, so a graph output named after a layer leaves the name free for the layer's node."""
+        taken = {node.name for node in self.nodes}
+        name, k = hint, 1
+        while name in taken or name in self._node_names:
+            name, k = f"{hint}_{k}", k + 1
+        self._node_names.add(name)
+        self._names.add(name)  # unique() never hands it out again
         return name
 
     def reserve(self, name: str) -> str:

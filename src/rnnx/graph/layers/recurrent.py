@@ -133,7 +133,7 @@ def _run(ctx: Context, call: LayerCall, config: dict, inputs: list[Value], direc
         raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) is time-major; rnnx's native export "
                                f"handles batch-major recurrent layers. {TF2ONNX_HINT}")
     # the op is named after its layer (rnnx verify finds layers by node name): claim the name first
-    node_name = ctx.unique(call.name if call.node_index == 0 else call.scope)
+    node_name = ctx.unique_node(call.name if call.node_index == 0 else call.scope)
     layer = ctx.recurrent(call)
     if layer.num_directions != directions:
         raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) was read with {layer.num_directions} "
