@@ -148,3 +148,15 @@ def test_tf2onnx_engine_without_an_architecture_is_refused(cli, tmp_path):
     proc = cli("convert", src, tmp_path / "out.onnx", "--engine", "tf2onnx")
     assert proc.returncode == 2 and "no model architecture" in _one_plain_error(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.rnnx"]
+
+
+def test_a_zip_whose_member_names_are_not_utf8_is_a_format_error(cli, tmp_path):
+    import zipfile
+
+    src = tmp_path / "names.pt"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("archive/d\u00e1ta.pkl", b"\x80\x02}q\x00.")  # non-ASCII: zipfile marks the name UTF-8
+    src.write_bytes(src.read_bytes().replace("\u00e1".encode(), b"\xff\xff"))
+    proc = cli("inspect", src)
+    assert proc.returncode == 2 and "unexpected" not in proc.stderr
+    assert str(src) in _one_plain_error(proc) and "cannot be opened" in proc.stderr

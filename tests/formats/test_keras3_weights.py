@@ -246,3 +246,28 @@ def test_weights_with_keras3_config_become_a_keras_archive(tmp_path, cli):
     result = cli("convert", KERAS3 / "mixed.weights.h5", tmp_path / "x.keras", "--config",
                  KERAS2 / "cudnn_stack_cpu.json")
     assert result.returncode == 2 and "Keras 3 model config" in result.stderr
+
+
+def _damaged_copies(src: Path, tmp_path: Path, count: int):
+    """`count` copies of `src` with a few bytes flipped (h5py then raises OSError or RuntimeError)."""
+    data = src.read_bytes()
+    rng = np.random.default_rng(99)
+    for trial in range(count):
+        damaged = bytearray(data)
+        for pos in rng.integers(0, len(data), size=int(rng.integers(1, 32))):
+            damaged[pos] ^= int(rng.integers(1, 256))
+        path = tmp_path / f"fuzz_{trial}{''.join(src.suffixes)}"
+        path.write_bytes(bytes(damaged))
+        yield path
+
+
+@pytest.mark.parametrize("name", ["mixed.weights.h5", "bidir.keras"])
+def test_damaged_files_are_format_errors(name, tmp_path):
+    errors = 0
+    for path in _damaged_copies(KERAS3 / name, tmp_path, 60):
+        try:
+            rnnx.load(path)
+        except rnnx.RnnxError as exc:
+            assert str(path) in str(exc)
+            errors += 1
+    assert errors  # some flips leave a readable file; the others must be refused in a sentence

@@ -84,8 +84,9 @@ def for_reading(path: Path) -> Format:
                 # Windows-made archives may spell member paths with backslashes or a leading ".\"
                 members = {"/".join(p for p in m.replace("\\", "/").split("/") if p not in ("", "."))
                            for m in zf.namelist()}
-        except zipfile.BadZipFile as exc:
-            raise FormatError(f"{path} looks like a zip archive but cannot be opened ({exc}).") from None
+        except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as exc:  # names not UTF-8, odd versions
+            raise FormatError(f"{path} looks like a zip archive but cannot be opened ({exc}); it may be "
+                              f"truncated or damaged.") from None
         if "config.json" in members and any(m.endswith(".weights.h5") or m.endswith(".h5") for m in members):
             return BY_NAME["keras"]
         return BY_NAME["torch"]
@@ -134,3 +135,21 @@ def load_module(fmt: Format, need: str) -> ModuleType:
         verb = {"read": "read", "write": "write", "run_layer": "run for verification"}[need]
         raise UnsupportedError(f"rnnx cannot {verb} {fmt.name} files ({fmt.description}).")
     return module
+
+
+def unheld_call_options(layers, target: str, advice: str, backwards_kept: bool = False) -> list[str]:
+    """Notes for Keras call options that a weights-only target does not hold, so none is dropped
+    silently along a chain: go_backwards (unless the target keeps it, as ONNX direction=reverse
+    does) and a Bidirectional merge_mode other than concat."""
+    notes = []
+    for layer in layers:
+        unheld = []
+        if layer.num_directions == 1 and layer.options.get("go_backwards") and not backwards_kept:
+            unheld.append("go_backwards=True")
+        mode = layer.options.get("merge_mode")
+        if layer.num_directions == 2 and mode not in (None, "concat"):
+            unheld.append(f"merge_mode={mode!r}")
+        if unheld:
+            notes.append(f"{layer.name}: the source layer has {' and '.join(unheld)}, which {target} does not "
+                         f"hold; {advice}.")
+    return notes

@@ -75,7 +75,7 @@ def read(path: Path, **_options) -> Bundle:
     try:
         with h5py.File(io.BytesIO(members[WEIGHTS]), "r") as h5:
             return bundle_from_h5(h5, f"{path} ({WEIGHTS})", source, model_config=config)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on damaged structures
         raise FormatError(f"{path}: its {WEIGHTS} cannot be read as HDF5 ({exc}).") from None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise FormatError(f"{path}: config.json does not describe the weights it comes with "

@@ -39,6 +39,7 @@ from ..canonical import Bundle, RecurrentLayer
 from ..errors import FormatError, UnsupportedError, UsageError
 from ..io import atomic_output
 from . import keras3_layout as layout
+from . import unheld_call_options
 
 
 def read(path: Path, config=None, **_options) -> Bundle:
@@ -54,7 +55,7 @@ def read(path: Path, config=None, **_options) -> Bundle:
     try:
         with h5py.File(path, "r") as h5:
             return bundle_from_h5(h5, str(path), source, model_config=model_config)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on damaged structures
         raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated.") from None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise FormatError(f"{config} does not describe the weights in {path} ({type(exc).__name__}: {exc}).") \
@@ -100,7 +101,7 @@ def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, la
     with atomic_output(Path(path)) as tmp:
         with h5py.File(tmp, "w") as h5:
             layout.write_tree(h5, entries)
-    return notes
+    return notes + unheld_call_options(bundle.layers, "a .weights.h5 file", "build the Keras layer with it")
 
 
 def tree_entries(bundle: Bundle, accept_activation_change: bool, use_config: bool = True) -> tuple[list, list[str]]:
