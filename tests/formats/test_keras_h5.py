@@ -364,6 +364,18 @@ def test_verify_runs_written_files_in_tf_keras(kdir, tmp_path):
     assert rnnx.verify(src, src)["ok"]
 
 
+@pytest.mark.parametrize("cell, gates", [("lstm", 4), ("gru", 3)])
+def test_verify_runs_float64_bidirectional_layers_in_float64(cell, gates, tmp_path):
+    rng = np.random.default_rng(11)
+    n = gates * 3
+    layer = RecurrentLayer(cell, cell, [Direction(*(rng.standard_normal(s) for s in ((n, 2), (n, 3), (n,), (n,))))
+                                        for _ in range(2)])
+    rnnx.save(Bundle([layer]), tmp_path / "f64.rnnx")
+    rnnx.convert(tmp_path / "f64.rnnx", tmp_path / "f64.h5")
+    report = rnnx.verify(tmp_path / "f64.rnnx", tmp_path / "f64.h5")
+    assert report["layers"][0]["tolerance"] == 1e-9 and report["ok"], report
+
+
 def test_pytorch_source_loads_into_keras_models(tfk, k3, tmp_path):
     """torch nn.LSTM (2 layers, bidirectional) + nn.GRU -> .pt -> .h5: tf_keras and Keras 3 models
     that load the file compute what torch computes."""

@@ -715,7 +715,8 @@ def run_layer(path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
                                    reset_after=found.reset_after, **common)
     else:
         cell = tf_keras.layers.SimpleRNN(activation=acts[0], **common)
-    keras_layer = tf_keras.layers.Bidirectional(cell, merge_mode=None) if found.num_directions == 2 else cell
+    keras_layer = tf_keras.layers.Bidirectional(cell, merge_mode=None, dtype=str(found.dtype)) \
+        if found.num_directions == 2 else cell
     inputs = tf_keras.Input((None, found.input_size), dtype=str(found.dtype))
     model = tf_keras.Model(inputs, keras_layer(inputs))
     keras_layer.set_weights(preprocess_weights_for_loading(
