@@ -133,3 +133,13 @@ def test_a_lying_manifest_leaves_no_output(tmp_path, cli):
     proc = cli("convert", path, tmp_path / "out.onnx")
     assert proc.returncode == 2 and "unexpected" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.rnnx", "tampered.rnnx"]
+
+
+def test_a_weight_safetensors_cannot_store_is_refused_by_name(tmp_path):
+    rng = np.random.default_rng(5)
+    lstm = _bundle().layers[0]
+    odd = OpaqueLayer("vocab", "Custom", [("vocab/words:0", np.array([b"one", b"two"])),
+                                          ("vocab/scale:0", rng.standard_normal(2))])
+    with pytest.raises(rnnx.UnsupportedError, match="'vocab/words:0' of layer 'vocab' holds \\|S3"):
+        rnnx.save(Bundle([lstm, odd]), tmp_path / "out.rnnx")
+    assert list(tmp_path.iterdir()) == []

@@ -14,11 +14,12 @@ import numpy as np
 
 from .. import __version__
 from ..canonical import Activation, Bundle, Direction, OpaqueLayer, RecurrentLayer
-from ..errors import FormatError
+from ..errors import FormatError, UnsupportedError
 from ..io import atomic_output
 
 MANIFEST_KEY = "rnnx_manifest"
 MANIFEST_VERSION = 1
+STORABLE_KINDS = "biufc"  # bool, integers, floats, complex: what safetensors stores (not bytes, str, records)
 
 
 def write(bundle: Bundle, path: Path, **_options) -> list[str]:
@@ -43,6 +44,11 @@ def write(bundle: Bundle, path: Path, **_options) -> list[str]:
         else:
             names = []
             for j, (wname, arr) in enumerate(item.weights):
+                if np.asarray(arr).dtype.kind not in STORABLE_KINDS:
+                    raise UnsupportedError(
+                        f"Cannot write {path}: weight {wname!r} of layer {item.name!r} holds {np.asarray(arr).dtype} "
+                        f"values, which a .rnnx (safetensors) file cannot store; convert to the source's own "
+                        f"format, or pick a recurrent layer with --layer.")
                 tensors[f"items.{i}.weights.{j}"] = np.ascontiguousarray(arr)
                 names.append(wname)
             items.append({"type": "opaque", "name": item.name, "class_name": item.class_name,
