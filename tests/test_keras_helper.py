@@ -121,3 +121,23 @@ def test_a_model_without_recurrent_layers_is_refused():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(rnnx.UsageError, match="no LSTM"):
         rnnx.keras.load_weights(model, TORCH / "gru_stack.pt")
+
+
+@pytest.mark.parametrize("generation", ["keras2", "keras3"])
+def test_simple_rnn_weights_load_into_a_keras_model(generation, tmp_path):
+    """A SimpleRNN has one activation (loading one crashed with IndexError); torch is the oracle."""
+    import torch
+
+    rng = np.random.default_rng(5)
+    module = torch.nn.RNN(3, 4, batch_first=True)
+    torch.save(module.state_dict(), tmp_path / "rnn.pt")
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    if generation == "keras2":
+        import tf_keras as keras
+    else:
+        import keras
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.SimpleRNN(4, return_sequences=True)])
+    rnnx.keras.load_weights(model, tmp_path / "rnn.pt")
+    assert max_abs(model.predict(x, verbose=0), want) < 1e-5

@@ -167,8 +167,7 @@ def _check_activations(cell, kind, source: RecurrentLayer, major: int, accept: b
     except ValueError:
         raise UsageError(f"{where}: the model's layer uses the activation(s) {names}, which rnnx cannot compare "
                          f"with the file's ({source.describe_activations()}).") from None
-    wanted = {"lstm": [source.activations[0], source.activations[1]], "gru": list(source.activations),
-              "rnn": list(source.activations)}[kind]
+    wanted = list(source.activations[:2])  # LSTM: gate, candidate (Keras has no separate output activation)
     if acts != wanted and not accept:
         raise UsageError(
             f"{where} compute differently: the model uses {', '.join(a.describe() for a in acts)}, the file "
