@@ -235,3 +235,14 @@ def test_damaged_files_give_plain_errors(fixtures, tmp_path, capsys):
         assert codes[-1] in (0, 2) and "unexpected" not in err and "Traceback" not in err, err
         assert codes[-1] == 0 or not out.exists()
     assert codes.count(2) > 20
+
+
+def test_damage_h5py_reports_as_a_missing_object_is_a_plain_error(cli, fixtures, tmp_path, out_dir):
+    """Byte 113 of this file sits in the root group's symbol table: h5py then raises KeyError on a
+    plain `"model_weights" in f` (found by fuzzing)."""
+    data = bytearray((fixtures / "keras2" / "cpu_mix_weights.h5").read_bytes())
+    data[113] = 122
+    src = tmp_path / "damaged.h5"
+    src.write_bytes(bytes(data))
+    assert_plain_failure(cli("convert", src, out_dir / "out.onnx"), str(src), "cannot be read")
+    assert list(out_dir.iterdir()) == []

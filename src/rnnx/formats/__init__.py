@@ -106,7 +106,7 @@ def _hdf5_flavour(path: Path) -> str:
             is_keras2 = "layer_names" in f.attrs or "model_weights" in f or "model_config" in f.attrs
             is_keras3 = not is_keras2 and (
                 "layers" in f or "vars" in f or any(isinstance(k, str) and "\\" in k for k in f))
-    except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on some damaged structures
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:  # h5py's errors on damaged structures
         raise FormatError(f"{path} has an HDF5 signature but cannot be read ({exc}); it may be truncated.") from None
     if is_keras3:
         return "keras3-weights"
