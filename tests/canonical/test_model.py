@@ -31,6 +31,12 @@ def test_zero_sized_layers_are_refused(u, inp):
         RecurrentLayer("l", "lstm", [_direction(u=u, inp=inp)])
 
 
+@pytest.mark.parametrize("clip", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_clip_that_is_no_positive_threshold_is_refused(clip):
+    with pytest.raises(ValueError, match="not a positive threshold"):
+        RecurrentLayer("l", "lstm", [_direction()], clip=clip)
+
+
 def test_mixed_dtypes_are_refused():
     d = _direction()
     d.b_w = d.b_w.astype(np.float64)

@@ -194,3 +194,15 @@ def test_verify_of_a_float64_node_says_onnxruntime_has_no_kernel(tmp_path, cli):
     assert proc.returncode == 2
     message = _one_sentence(proc)
     assert "no float64 GRU kernel" in message and "float32 copy" in message, message
+
+
+@pytest.mark.parametrize("clip", [-1.0, float("nan")])
+def test_a_node_whose_clip_is_no_threshold_is_refused(tmp_path, clip):
+    path = tmp_path / "clip.onnx"
+    rnnx.save(Bundle([random_layer("lstm", name="c")]), path, layer="c")
+    model = onnx.load(path)
+    node = next(n for n in model.graph.node if n.op_type == "LSTM")
+    node.attribute.append(onnx.helper.make_attribute("clip", clip))
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(FormatError, match="node 'c'.*clip .* is not a positive threshold"):
+        rnnx.load(path)

@@ -79,6 +79,8 @@ class RecurrentLayer:
             raise ValueError(f"layer {self.name!r}: 1 or 2 directions, not {len(self.directions)}")
         if self.cell != "gru":
             self.reset_after = True
+        if self.clip is not None and not 0 < self.clip < float("inf"):
+            raise ValueError(f"layer {self.name!r}: cell clip {self.clip} is not a positive threshold")
         self._check_shapes()
 
     def _check_shapes(self):
