@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,16 +90,29 @@ def _partners(bundle: Bundle, dst: Path, fmt) -> dict:
 
     Converters rename layers (a PyTorch module `lstm` is read back as `lstm.l0`, Keras `a/b`
     is written as `a_b`), so along a chain of conversions a layer may carry another name. A
-    source layer that the target's own lookup does not find is paired with the layer at its
-    position (checked in `_paired`: a wrong pairing is refused, never passes).
+    source layer that the target's own lookup does not find is paired with the one layer of the
+    same stem (`_stem`), else, when both hold as many layers, with the layer at its position
+    (checked in `_paired`: a wrong pairing is refused, never passes).
     """
     try:
         held = formats.load_module(fmt, "read").read(dst).layers
     except RnnxError:
         return {}
-    if len(held) != len(bundle.layers):
-        return {}
-    return {layer.name: there for layer, there in zip(bundle.layers, held)}
+    by_stem: dict[str, list] = {}
+    for there in held:
+        by_stem.setdefault(_stem(there.name), []).append(there)
+    partners = {layer.name: by_stem[_stem(layer.name)][0] for layer in bundle.layers
+                if len(by_stem.get(_stem(layer.name), ())) == 1}
+    if len(held) == len(bundle.layers):
+        for layer, there in zip(bundle.layers, held):
+            partners.setdefault(layer.name, there)
+    return partners
+
+
+def _stem(name: str) -> str:
+    """A layer name as the writers of every format leave it: `encoder/lstm 1`, `encoder_lstm_1.l0` and
+    `encoder_lstm_1` all give `encoder_lstm_1`."""
+    return re.sub(r"\W", "_", re.sub(r"\.l0$", "", name), flags=re.ASCII)
 
 
 def _paired(layer, there, dst: Path):

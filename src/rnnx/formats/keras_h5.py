@@ -64,6 +64,7 @@ from ..errors import FormatError, UnsupportedError
 from ..io import atomic_output
 from . import keras2_config as kc
 from . import keras2_layout as layout
+from . import unheld_call_options
 
 FORMAT = "keras-h5"
 RNNX_ATTR = "rnnx_layer"
@@ -634,6 +635,8 @@ def _fresh_plan(bundle: Bundle, cudnn: bool) -> _Plan:
         notes.append(f"not written: {len(dropped)} non-recurrent layer{'s' * (len(dropped) != 1)} "
                      f"({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}); this file holds the "
                      f"recurrent layers only")
+    notes += unheld_call_options(bundle.layers, "a weights file without model_config", "build the Keras layer "
+                                 "with it")
     keras_version = src.get("keras_version") if src.get("format") == FORMAT else None
     return _Plan(keras_version or DEFAULT_KERAS_VERSION, "tensorflow", list(groups), groups, attrs, None, notes)
 

@@ -42,7 +42,7 @@ from .. import __version__
 from ..canonical import Bundle, RecurrentLayer
 from ..errors import FormatError, UnsupportedError, UsageError
 from ..io import atomic_output
-from . import onnx_nodes
+from . import onnx_nodes, unheld_call_options
 from .onnx_nodes import DEFAULT_OPSET, MIN_OPSET_OPTIONAL_STATES, OP_TYPE
 
 RECURRENT_OPS = tuple(OP_TYPE.values())
@@ -271,7 +271,8 @@ _FLOAT_TYPES = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16
 def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.ndarray:
     where = f"node {owner!r}: {role}"
     if proto.data_type not in _FLOAT_TYPES:
-        raise FormatError(f"{where} holds {TensorProto.DataType.Name(proto.data_type)} values, not floats.")
+        raise FormatError(f"{where} holds {TensorProto.DataType.Name(proto.data_type)} values; rnnx reads float16, "
+                          f"float32 and float64 weights, so export the model with float32 weights.")
     dims = list(proto.dims)
     if any(d < 0 for d in dims) or len(dims) > 8:
         raise FormatError(f"{where} has an impossible shape {dims}.")
@@ -341,7 +342,9 @@ def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | Non
         raise UsageError(f"{bundle.source.get('path', 'The source')} holds no recurrent layer to write to ONNX.")
     model, more = build_layers_model(bundle, opset=opset, time_major=time_major, plain_names=layer is not None)
     save_model(model, path)
-    return notes + more
+    unheld = unheld_call_options(bundle.layers, "a per-layer ONNX model", "its Y holds the two directions "
+                                 "concatenated, so merge them as the source did", backwards_kept=True)
+    return notes + more + unheld
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:
