@@ -206,3 +206,17 @@ def test_a_node_whose_clip_is_no_threshold_is_refused(tmp_path, clip):
     path.write_bytes(model.SerializeToString())
     with pytest.raises(FormatError, match="node 'c'.*clip .* is not a positive threshold"):
         rnnx.load(path)
+
+
+def test_weights_of_a_type_rnnx_does_not_hold_say_what_to_do(tmp_path, cli):
+    path = tmp_path / "bf16.onnx"
+    rnnx.save(Bundle([random_layer("gru", name="g")]), path, layer="g")
+    model = onnx.load(path)
+    for tensor in model.graph.initializer:
+        if tensor.name.endswith("_W"):
+            tensor.data_type = onnx.TensorProto.BFLOAT16
+    path.write_bytes(model.SerializeToString())
+    proc = cli("inspect", path)
+    assert proc.returncode == 2
+    message = _one_sentence(proc)
+    assert "node 'g'" in message and "BFLOAT16" in message and "export the model with float32" in message
