@@ -220,3 +220,15 @@ def test_weights_of_a_type_rnnx_does_not_hold_say_what_to_do(tmp_path, cli):
     assert proc.returncode == 2
     message = _one_sentence(proc)
     assert "node 'g'" in message and "BFLOAT16" in message and "export the model with float32" in message
+
+
+def test_a_node_name_that_is_not_utf8_still_names_a_layer(tmp_path):
+    path = tmp_path / "name.onnx"
+    rnnx.save(Bundle([random_layer("gru", name="g")]), path, layer="g")
+    model = onnx.load(path)
+    next(n for n in model.graph.node if n.op_type == "GRU").name = "QQ\u00e9Q"
+    path.write_bytes(model.SerializeToString().replace(b"QQ\xc3\xa9Q", b"QQ\xe9\x32Q"))  # same length
+    bundle = rnnx.load(path)
+    assert [layer.name for layer in bundle.layers] == ["QQ\ufffd2Q"]
+    rnnx.save(bundle, tmp_path / "copy.rnnx")  # names are text all the way (was: bytes in the manifest)
+    assert rnnx.load(tmp_path / "copy.rnnx").layers[0].name == "QQ\ufffd2Q"

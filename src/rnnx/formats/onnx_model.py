@@ -221,7 +221,7 @@ def recurrent_nodes(model: onnx.ModelProto) -> list[FoundNode]:
         scope = Scope(graph, outer)
         for node in graph.node:
             if node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx"):
-                name = node.name or f"{node.op_type}_{len(found)}"
+                name = _text(node.name) or f"{node.op_type}_{len(found)}"
                 unique, k = name, 1
                 while unique in taken:
                     k += 1
@@ -231,10 +231,15 @@ def recurrent_nodes(model: onnx.ModelProto) -> list[FoundNode]:
             for attr in node.attribute:
                 subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
                 for sub in subgraphs:
-                    visit(sub, scope, f"{graph_path}/{node.name or node.op_type}.{attr.name}")
+                    visit(sub, scope, f"{graph_path}/{_text(node.name) or node.op_type}.{attr.name}")
 
-    visit(model.graph, None, model.graph.name or "main")
+    visit(model.graph, None, _text(model.graph.name) or "main")
     return found
+
+
+def _text(name) -> str:
+    """A name as text: protobuf hands over a string field that is not valid UTF-8 as bytes."""
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else name
 
 
 def node_attributes(node: onnx.NodeProto) -> dict:
@@ -303,7 +308,7 @@ def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.
 def _layer_of(found: FoundNode, base: Path) -> RecurrentLayer:
     weights = node_weights(found, base)
     attributes = node_attributes(found.node)
-    provenance = {"format": "onnx", "class_name": found.node.op_type, "node": found.node.name,
+    provenance = {"format": "onnx", "class_name": found.node.op_type, "node": _text(found.node.name),
                   "graph": found.graph_path}
     if found.opset is not None:
         provenance["opset"] = found.opset
