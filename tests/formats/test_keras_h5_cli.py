@@ -246,3 +246,14 @@ def test_damage_h5py_reports_as_a_missing_object_is_a_plain_error(cli, fixtures,
     src.write_bytes(bytes(data))
     assert_plain_failure(cli("convert", src, out_dir / "out.onnx"), str(src), "cannot be read")
     assert list(out_dir.iterdir()) == []
+
+
+def test_an_attribute_of_unknown_type_is_a_plain_error(cli, fixtures, tmp_path, out_dir):
+    """Byte 1010 of this file is the string encoding of an attribute: h5py then raises TypeError
+    ("Unknown string encoding") when reading it (found by fuzzing)."""
+    data = bytearray((fixtures / "keras2" / "cudnn_bidir_full.h5").read_bytes())
+    data[1010] = 205
+    src = tmp_path / "damaged.h5"
+    src.write_bytes(bytes(data))
+    assert_plain_failure(cli("convert", src, out_dir / "out.onnx"), str(src), "damaged")
+    assert list(out_dir.iterdir()) == []

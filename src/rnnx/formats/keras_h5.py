@@ -167,7 +167,8 @@ def _open(path: Path):
         raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated or not a Keras file.") from None
     try:
         yield f
-    except (OSError, RuntimeError, KeyError, ValueError, UnicodeError) as exc:  # h5py on damaged structures
+    except (OSError, RuntimeError, KeyError, ValueError, UnicodeError, TypeError) as exc:  # h5py on damage
+        # (TypeError: an attribute whose stored type h5py does not know, e.g. "Unknown string encoding")
         raise FormatError(f"{path}: reading failed ({exc}); the file is truncated or damaged.") from None
     finally:
         f.close()
