@@ -61,3 +61,5 @@ def test_bundle_names_unique_and_lookup_says_what_exists():
         Bundle([layer, OpaqueLayer("rnn_1", "Dense")])
     with pytest.raises(UsageError, match="rnn_1"):
         Bundle([layer]).layer("nope")
+    with pytest.raises(UsageError, match="^model.h5 has no recurrent layer named 'nope'; the layers are: rnn_1."):
+        Bundle([layer], {"path": "model.h5"}).layer("nope")

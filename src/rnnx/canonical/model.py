@@ -213,7 +213,8 @@ class Bundle:
         from ..errors import UsageError
 
         known = ", ".join(l.name for l in self.layers) or "none"
-        raise UsageError(f"There is no recurrent layer named {name!r}; the layers are: {known}.")
+        where = f"{self.source['path']} has" if self.source.get("path") else "There is"
+        raise UsageError(f"{where} no recurrent layer named {name!r}; the layers are: {known}.")
 
     def only(self, name: str) -> "Bundle":
         """A bundle holding just the recurrent layer `name`."""
