@@ -160,3 +160,21 @@ def test_a_zip_whose_member_names_are_not_utf8_is_a_format_error(cli, tmp_path):
     proc = cli("inspect", src)
     assert proc.returncode == 2 and "unexpected" not in proc.stderr
     assert str(src) in _one_plain_error(proc) and "cannot be opened" in proc.stderr
+
+
+@pytest.mark.parametrize("name, members, words", [
+    ("model.keras", {"readme.txt": "hi"}, "has no config.json member"),
+    ("model.keras", {"config.json": "{}"}, "has no model.weights.h5 member"),
+    ("model.onnx", {"readme.txt": "hi"}, "neither a Keras 3 model"),
+    ("model.h5", {"word/document.xml": "<x/>"}, "neither a Keras 3 model"),
+])
+def test_a_zip_archive_of_another_kind_is_named_for_what_it_lacks(cli, tmp_path, name, members, words):
+    import zipfile
+
+    src = tmp_path / name
+    with zipfile.ZipFile(src, "w") as zf:
+        for member, text in members.items():
+            zf.writestr(member, text)
+    proc = cli("inspect", src)
+    assert proc.returncode == 2 and words in _one_plain_error(proc) and str(src) in proc.stderr
+    assert "torch.save" not in proc.stderr or "neither" in proc.stderr

@@ -89,7 +89,15 @@ def for_reading(path: Path) -> Format:
                               f"truncated or damaged.") from None
         if "config.json" in members and any(m.endswith(".weights.h5") or m.endswith(".h5") for m in members):
             return BY_NAME["keras"]
-        return BY_NAME["torch"]
+        if any(m.endswith("/data.pkl") for m in members):
+            return BY_NAME["torch"]
+        named = by_suffix(path)
+        if "config.json" in members or (named is not None and named.name == "keras"):
+            return BY_NAME["keras"]  # its reader says which member is missing
+        if named is not None and named.name == "torch":
+            return BY_NAME["torch"]  # its reader says what a torch.save archive holds
+        raise FormatError(f"{path} is a zip archive holding neither a Keras 3 model (config.json and "
+                          f"model.weights.h5) nor a torch.save file (<archive>/data.pkl); rnnx cannot read it.")
     fmt = by_suffix(path)
     if fmt is None or fmt.name in ("keras-h5", "keras3-weights", "keras"):
         raise FormatError(
