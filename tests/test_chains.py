@@ -134,3 +134,16 @@ def test_cli_contract_paths_and_repeated_conversions(fixtures, tmp_path, cli):
     assert sorted(p.name for p in folder.iterdir()) == ["gru b.bin"]  # no temporary file left behind
     proc = cli("verify", source, dst, "--to", "onnx", "--layer", "gru_b")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("to, name", [("onnx", "model.bin"), ("rnnx", "model.safetensors"),
+                                      ("safetensors", "model.pt"), ("torch", "model.onnx")])
+def test_files_written_with_to_are_read_back_whatever_their_suffix(fixtures, tmp_path, cli, to, name):
+    source = fixtures / "keras2" / "cudnn_stack_weights.h5"
+    dst = tmp_path / name
+    rnnx.convert(source, dst, to=to)
+    proc = cli("inspect", dst, "--json")  # the format comes from the content, as for .h5 / zip files
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["format"] == to and report["path"] == str(dst)  # the file inspected, not its origin
+    assert rnnx.verify(source, dst)["ok"]  # no --to needed either

@@ -15,8 +15,9 @@ def load(path, **options) -> Bundle:
     path = Path(path)
     fmt = formats.for_reading(path)
     bundle = formats.load_module(fmt, "read").read(path, **options)
-    bundle.source.setdefault("format", fmt.name)
-    bundle.source.setdefault("path", str(path))
+    bundle.source.setdefault("format", fmt.name)  # a .rnnx file keeps the format it was converted from
+    bundle.source["path"] = str(path)  # the file read, never the one a .rnnx was made from
+    bundle.source["file_format"] = fmt.name
     return bundle
 
 

@@ -15,9 +15,10 @@ def describe(bundle: Bundle) -> dict:
     return {
         "rnnx_version": __version__,
         "path": str(bundle.source.get("path", "")),
-        "format": bundle.source.get("format", "unknown"),
+        "format": bundle.source.get("file_format") or bundle.source.get("format", "unknown"),
         "source": {k: v for k, v in bundle.source.items()
-                   if k in ("keras_version", "backend", "producer", "opset", "has_architecture")},
+                   if k in ("keras_version", "backend", "producer", "opset", "has_architecture")}
+        | _converted_from(bundle.source),
         "layers": [_describe_layer(layer) for layer in bundle.layers],
         "other_layers": [
             {"name": o.name, "class_name": o.class_name,
@@ -59,6 +60,12 @@ def _targets(layer: RecurrentLayer) -> dict[str, str]:
         reason = refusal(layer) if refusal else None
         out[fmt.name] = reason or "ok"
     return out
+
+
+def _converted_from(source: dict) -> dict:
+    """A .rnnx file remembers the format it was made from (its writers depend on it); say so."""
+    origin = source.get("format")
+    return {"converted_from": origin} if origin and origin != source.get("file_format", origin) else {}
 
 
 def as_text(report: dict) -> str:

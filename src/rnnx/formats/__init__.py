@@ -98,12 +98,41 @@ def for_reading(path: Path) -> Format:
             return BY_NAME["torch"]  # its reader says what a torch.save archive holds
         raise FormatError(f"{path} is a zip archive holding neither a Keras 3 model (config.json and "
                           f"model.weights.h5) nor a torch.save file (<archive>/data.pkl); rnnx cannot read it.")
+    sniffed = _sniffed(path, head)
+    if sniffed is not None:
+        return BY_NAME[sniffed]
     fmt = by_suffix(path)
     if fmt is None or fmt.name in ("keras-h5", "keras3-weights", "keras"):
         raise FormatError(
             f"{path} is not a format rnnx reads (no HDF5, zip, ONNX or safetensors content found); "
             f"rnnx reads {', '.join(s for f in FORMATS for s in f.suffixes)} files.")
     return fmt
+
+
+# How the content of a file rnnx writes begins, for files whose suffix says something else
+# (`rnnx convert a.h5 model.bin --to onnx`, a .rnnx named .safetensors):
+ONNX_FIELD_AFTER_IR_VERSION = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42}  # producer, ..., graph, opset_import
+PICKLE_PROTOCOLS = {bytes([0x80, n]) for n in range(2, 6)}  # torch's legacy format is a pickle
+MANIFEST_MARK = b'"rnnx_manifest"'
+
+
+def _sniffed(path: Path, head: bytes) -> str | None:
+    """The format a non-HDF5, non-zip file's first bytes prove, or None to go by its suffix."""
+    size = path.stat().st_size
+    header_length = int.from_bytes(head, "little") if len(head) == 8 else 0
+    if 2 <= header_length <= min(size - 8, 100 << 20):  # safetensors: u64 header length, then JSON
+        with open(path, "rb") as fh:
+            fh.seek(8)
+            header = fh.read(header_length)
+        if header[:1] == b"{" and header.rstrip(b" ")[-1:] == b"}":
+            if MANIFEST_MARK in header:
+                return "rnnx"
+            return None if path.name.lower().endswith(".rnnx") else "safetensors"  # the rnnx reader says why
+    if head[:2] in PICKLE_PROTOCOLS:
+        return "torch"
+    if len(head) >= 3 and head[0] == 0x08 and 3 <= head[1] <= 30 and head[2] in ONNX_FIELD_AFTER_IR_VERSION:
+        return "onnx"  # ModelProto: ir_version first, then the next field's tag
+    return None
 
 
 def _hdf5_flavour(path: Path) -> str:
