@@ -178,3 +178,14 @@ def test_a_zip_archive_of_another_kind_is_named_for_what_it_lacks(cli, tmp_path,
     proc = cli("inspect", src)
     assert proc.returncode == 2 and words in _one_plain_error(proc) and str(src) in proc.stderr
     assert "torch.save" not in proc.stderr or "neither" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert"])
+def test_config_for_a_file_that_takes_none_is_a_usage_error(cli, tmp_path, command):
+    src = _rnnx_file(tmp_path / "a.rnnx")
+    arch = tmp_path / "model.json"
+    arch.write_text('{"class_name": "Sequential", "config": {"layers": []}}')
+    args = [src, tmp_path / "out.keras"] if command == "convert" else [src]
+    proc = cli(command, *args, "--config", arch)
+    assert proc.returncode == 2 and "leave --config out" in _one_plain_error(proc) and str(src) in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.rnnx", "model.json"]

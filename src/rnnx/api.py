@@ -14,6 +14,9 @@ def load(path, **options) -> Bundle:
     """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON)."""
     path = Path(path)
     fmt = formats.for_reading(path)
+    if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights"):
+        raise UsageError(f"--config gives a Keras weights file its architecture; {path} is read as {fmt.name}, "
+                         f"which takes none, so leave --config out.")
     bundle = formats.load_module(fmt, "read").read(path, **options)
     bundle.source.setdefault("format", fmt.name)  # a .rnnx file keeps the format it was converted from
     bundle.source["path"] = str(path)  # the file read, never the one a .rnnx was made from
