@@ -189,3 +189,15 @@ def test_config_for_a_file_that_takes_none_is_a_usage_error(cli, tmp_path, comma
     proc = cli(command, *args, "--config", arch)
     assert proc.returncode == 2 and "leave --config out" in _one_plain_error(proc) and str(src) in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.rnnx", "model.json"]
+
+
+def test_names_from_a_file_cannot_drive_the_terminal(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    d = Direction(W=rng.standard_normal((3, 2)).astype(np.float32), R=rng.standard_normal((3, 3)).astype(np.float32))
+    src = tmp_path / "a.rnnx"
+    rnnx.save(Bundle([RecurrentLayer("evil\x1b]0;owned\x07\x1b[2J\rname", "rnn", [d])]), src)
+    shown = cli("inspect", src)
+    assert shown.returncode == 0 and "\x1b" not in shown.stdout and "\r" not in shown.stdout
+    assert "evil\\x1b]0;owned\\x07\\x1b[2J\\rname" in shown.stdout
+    refused = cli("convert", src, tmp_path / "out.onnx", "--layer", "nope")
+    assert refused.returncode == 2 and "\x1b" not in refused.stderr and "evil\\x1b" in refused.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 
@@ -94,15 +95,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         else:
-            print(f"rnnx: unexpected {type(exc).__name__}: {exc}. Nothing was written. "
-                  f"Run again with --debug for a traceback and please report it.", file=sys.stderr)
+            print(_shown(f"rnnx: unexpected {type(exc).__name__}: {exc}. Nothing was written. "
+                         f"Run again with --debug for a traceback and please report it."), file=sys.stderr)
         return 2
 
 
 def _print_error(exc: Exception, args) -> None:
     if args.debug:
         traceback.print_exc()
-    print(f"rnnx: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+    print(_shown(f"rnnx: {exc.args[0] if exc.args else exc}"), file=sys.stderr)
+
+
+def _shown(text: str) -> str:
+    """`text` with control characters from untrusted names (terminal escape sequences, carriage returns)
+    written as escapes, so a file cannot drive the terminal it is inspected in."""
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _inspect(args) -> int:
@@ -110,7 +120,7 @@ def _inspect(args) -> int:
     from .report import as_text
 
     report = inspect(args.path, config=args.config)
-    print(json.dumps(report, indent=2) if args.json else as_text(report))
+    print(json.dumps(report, indent=2) if args.json else _shown(as_text(report)))
     return 0
 
 
@@ -140,9 +150,9 @@ def _convert(args) -> int:
     n = len(result.bundle.layers)
     print(f"wrote {args.dst} ({result.target_format}): {n} recurrent layer{'s' * (n != 1)}")
     for note in result.notes:
-        print(f"  note: {note}")
+        print(_shown(f"  note: {note}"))
     if result.verification:
-        print(as_text(result.verification))
+        print(_shown(as_text(result.verification)))
     return 0
 
 
@@ -151,7 +161,7 @@ def _verify(args) -> int:
     from .verification import as_text
 
     report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config)
-    print(json.dumps(report, indent=2) if args.json else as_text(report))
+    print(json.dumps(report, indent=2) if args.json else _shown(as_text(report)))
     return 0 if report["ok"] else 1
 
 
