@@ -257,3 +257,16 @@ def test_an_attribute_of_unknown_type_is_a_plain_error(cli, fixtures, tmp_path, 
     src.write_bytes(bytes(data))
     assert_plain_failure(cli("convert", src, out_dir / "out.onnx"), str(src), "damaged")
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_shape_whose_size_overflows_int64_is_refused_before_reading(cli, tmp_path):
+    src = tmp_path / "overflow.h5"
+    with h5py.File(src, "w") as f:
+        f.attrs["keras_version"] = "2.3.1"
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["layer_names"] = np.array([b"lstm"])
+        group = f.create_group("lstm")
+        group.attrs["weight_names"] = np.array([b"lstm/kernel:0"])
+        # 2**65 elements: an int64 product of the dims wraps around to 0
+        group.create_group("lstm").create_dataset("kernel:0", shape=(2**31, 2**31, 8), dtype="f4", chunks=(1, 1, 8))
+    assert_plain_failure(cli("inspect", src), "claims 147573952589676412928 bytes")

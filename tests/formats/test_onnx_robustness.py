@@ -232,3 +232,18 @@ def test_a_node_name_that_is_not_utf8_still_names_a_layer(tmp_path):
     assert [layer.name for layer in bundle.layers] == ["QQ\ufffd2Q"]
     rnnx.save(bundle, tmp_path / "copy.rnnx")  # names are text all the way (was: bytes in the manifest)
     assert rnnx.load(tmp_path / "copy.rnnx").layers[0].name == "QQ\ufffd2Q"
+
+
+def test_a_claimed_shape_whose_size_overflows_int64_is_refused_as_such(tmp_path):
+    path = tmp_path / "m.onnx"
+    rnnx.save(Bundle([random_layer("gru", name="g")]), path, layer="g")
+    model = onnx.load(path)
+    for tensor in model.graph.initializer:
+        if tensor.name.endswith("_W"):
+            del tensor.dims[:]
+            tensor.dims.extend([1, 2**32, 2**32])  # an int64 product wraps around to 0
+            tensor.ClearField("float_data")
+            tensor.raw_data = b""
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(FormatError, match="claims shape .1, 4294967296, 4294967296. but holds 0 bytes"):
+        rnnx.load(path)

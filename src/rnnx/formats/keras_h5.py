@@ -51,6 +51,7 @@ this reader uses when the file has no config.
 from __future__ import annotations
 
 import json
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -237,7 +238,7 @@ def _read_group(root, name: str, path: Path) -> _Group:
         if not isinstance(ds, h5py.Dataset):
             raise FormatError(f"{path}: layer {name!r} lists weight {wname!r}, which the file does not hold.")
         # Check what the header claims before allocating it: plain datasets cannot outgrow the file.
-        claimed = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+        claimed = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize  # Python ints: no int64 wrap
         if claimed > file_size * (1 if ds.compression is None else 1000):
             raise FormatError(
                 f"{path}: weight {wname!r} of layer {name!r} claims {claimed} bytes, more than the file holds; "

@@ -29,6 +29,7 @@ exporter, rnnx.graph.export_model, unless one layer is asked for.
 from __future__ import annotations
 
 import json
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -281,7 +282,7 @@ def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.
     dims = list(proto.dims)
     if any(d < 0 for d in dims) or len(dims) > 8:
         raise FormatError(f"{where} has an impossible shape {dims}.")
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    count = math.prod(int(d) for d in dims)  # Python ints: an int64 product of claimed dims can wrap around
     itemsize = _FLOAT_TYPES[proto.data_type]
     if proto.data_location == TensorProto.EXTERNAL:
         info = {e.key: e.value for e in proto.external_data}
