@@ -271,3 +271,14 @@ def test_damaged_files_are_format_errors(name, tmp_path):
             assert str(path) in str(exc)
             errors += 1
     assert errors  # some flips leave a readable file; the others must be refused in a sentence
+
+
+def test_an_unreadable_variable_without_config_names_the_file_not_none(tmp_path, cli):
+    src = tmp_path / "overflow.weights.h5"
+    with h5py.File(src, "w") as h5:
+        # 2**65 elements: numpy refuses to allocate them
+        h5.create_group("layers/lstm/cell/vars").create_dataset("0", shape=(2**31, 2**31, 8), dtype="f4",
+                                                                 chunks=(1, 1, 8))
+    result = cli("inspect", src)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"rnnx: {src}") and "None" not in result.stderr, result.stderr

@@ -58,6 +58,9 @@ def read(path: Path, config=None, **_options) -> Bundle:
     except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on damaged structures
         raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated.") from None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        if config is None:
+            raise FormatError(f"{path}: a variable cannot be read ({exc}); the file is truncated or damaged.") \
+                from None
         raise FormatError(f"{config} does not describe the weights in {path} ({type(exc).__name__}: {exc}).") \
             from None
 
