@@ -273,6 +273,28 @@ def test_damaged_files_are_format_errors(name, tmp_path):
     assert errors  # some flips leave a readable file; the others must be refused in a sentence
 
 
+@pytest.mark.parametrize("name", ["lstm_hard_sigmoid", "gru_hard_sigmoid"])
+def test_a_bare_weights_file_keeps_non_default_activations(name, fixtures, tmp_path):
+    """Keras 3 hard_sigmoid written to .weights.h5 reads back as hard_sigmoid (it was read as sigmoid, so
+    verify failed and the next conversion silently changed the function); Keras 3 still loads the file."""
+    import keras
+
+    source = fixtures / "models" / "k3_activations.keras"
+    out = tmp_path / "hard.weights.h5"
+    rnnx.convert(source, out, layer=name)
+    back = rnnx.load(out).layers[0]
+    assert back.activations == rnnx.load(source).layer(name).activations
+    assert rnnx.verify(source, out, layer=name)["ok"]  # runs the file in Keras 3
+    original = keras.models.load_model(source).get_layer(name)
+    config = dict(original.get_config(), return_sequences=True)
+    model = keras.Sequential([keras.Input((None, back.input_size)), type(original).from_config(config)])
+    model.load_weights(out)
+    x = np.random.default_rng(3).standard_normal((2, 7, back.input_size)).astype(np.float32)
+    want = keras.Sequential([keras.Input((None, back.input_size)), original]).predict(x, verbose=0)
+    got = model.predict(x, verbose=0)
+    assert max_abs(got[:, -1] if want.ndim == 2 else got, want) <= 1e-5
+
+
 def test_an_unreadable_variable_without_config_names_the_file_not_none(tmp_path, cli):
     src = tmp_path / "overflow.weights.h5"
     with h5py.File(src, "w") as h5:

@@ -25,6 +25,7 @@ bias (u,). Keras computes `x @ kernel`, so each canonical matrix is the transpos
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -32,7 +33,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..canonical import Direction, RecurrentLayer
-from ..canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, from_keras, to_keras
+from ..canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, Activation, from_keras, to_keras
 from ..canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, reorder
 from ..errors import FormatError, UnsupportedError
 
@@ -232,6 +233,12 @@ class VarGroup:
     name: str | None  # the object's own name (the `name` attribute), when written
     arrays: list[np.ndarray] = field(default_factory=list)
     offset: float = float("inf")  # where its first variable's data sits in the file: Keras writes in layer order
+    rnnx: dict | None = None  # RNNX_ATTR of a recurrent layer rnnx wrote: what the variables cannot say
+
+
+# Group attribute rnnx writes on a recurrent layer's `vars` (Keras ignores it): its activations and
+# go_backwards / merge_mode, so that a bare .weights.h5 read back keeps them instead of assuming defaults.
+RNNX_ATTR = "rnnx_layer"
 
 
 def read_tree(h5, where: str) -> dict[str, VarGroup]:
@@ -253,10 +260,19 @@ def read_tree(h5, where: str) -> dict[str, VarGroup]:
         if isinstance(label, bytes):
             label = label.decode("utf-8", "replace")
         arrays, offset = _read_vars(obj, where, path)
-        groups[owner] = VarGroup(owner, str(label) if label is not None else None, arrays, offset)
+        groups[owner] = VarGroup(owner, str(label) if label is not None else None, arrays, offset,
+                                 _rnnx_attr(obj.attrs.get(RNNX_ATTR)))
 
     h5.visititems(visit)
     return groups
+
+
+def _rnnx_attr(raw) -> dict | None:
+    try:
+        value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _read_vars(group, where: str, path: str) -> tuple[list[np.ndarray], float]:
@@ -293,6 +309,8 @@ def write_tree(h5, entries: list[VarGroup], model_name: str | None = None) -> No
         group = h5.require_group(entry.path).create_group("vars")
         if entry.name is not None:
             group.attrs["name"] = entry.name
+        if entry.rnnx is not None:
+            group.attrs[RNNX_ATTR] = json.dumps(entry.rnnx)
         for i, arr in enumerate(entry.arrays):
             group.create_dataset(str(i), data=np.ascontiguousarray(arr))
 
@@ -378,7 +396,8 @@ def items_from_tree(tree: dict[str, VarGroup], model_config: dict | None, where:
     if inferred and model_config is not None:
         notes.append(f"{where}: variables at {', '.join(_item_path(i) for i in inferred)} belong to no layer of "
                      f"the config; they were read by their shapes.")
-    if inferred and model_config is None and any(isinstance(i, RecurrentLayer) for i in inferred):
+    if inferred and model_config is None and any(isinstance(i, RecurrentLayer) and "activations_from" not in
+                                                 i.provenance for i in inferred):
         notes.append(f"{where}: a weights file does not say its activations; Keras 3 defaults were assumed "
                      f"(sigmoid gates, tanh; GRU reset_after from the bias shape).")
     items.extend(inferred)
@@ -470,13 +489,38 @@ def _items_without_config(groups: dict[str, VarGroup], where: str, provenance: d
             prov = dict(provenance, class_name=KERAS_CLASS[cell], keras3_path=layer_path)
             if len(cells) == 2:
                 prov["wrapper"] = "Bidirectional"
+            recorded = groups[layer_path].rnnx if layer_path in groups else None
+            activations, options = _recorded(recorded, cell)
+            if activations:
+                prov["activations_from"] = "rnnx"
             items.append(RecurrentLayer(name=label, cell=cell, directions=directions,
-                                        reset_after=reset_after if cell == "gru" else True, provenance=prov))
+                                        reset_after=reset_after if cell == "gru" else True, provenance=prov,
+                                        options=options, **({"activations": activations} if activations else {})))
             continue
         weights = [(f"{p[len(layer_path) + 1:] + '/' if p != layer_path else ''}vars/{i}", arr)
                    for p in sorted(paths) for i, arr in enumerate(groups[p].arrays)]
         items.append(OpaqueLayer(label, None, weights, {"keras3_path": layer_path}))
     return items
+
+
+def _recorded(recorded: dict | None, cell: str) -> tuple[tuple | None, dict]:
+    """(activations, options) from a layer's RNNX_ATTR; (None, {}) when absent or unusable."""
+    if not recorded:
+        return None, {}
+    options = {k: recorded[k] for k in ("go_backwards", "merge_mode") if k in recorded}
+    try:
+        activations = tuple(Activation.from_json(a) for a in recorded.get("activations", []))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None, options
+    return (activations if len(activations) == {"lstm": 3, "gru": 2, "rnn": 1}[cell] else None), options
+
+
+def _recorded_of(layer: RecurrentLayer) -> dict:
+    # what Keras 3 computes: a Keras 2 hard_sigmoid is written as Keras 3's (accept_activation_change)
+    written = [HARD_SIGMOID_KERAS3 if a == HARD_SIGMOID_KERAS2 else a for a in layer.activations]
+    out = {"activations": [a.to_json() for a in written]}
+    out.update({k: layer.options[k] for k in ("go_backwards", "merge_mode") if layer.options.get(k)})
+    return out
 
 
 def _unique_names(items: list) -> list:
@@ -560,8 +604,9 @@ def _recurrent_entries(layer: RecurrentLayer, path: str, accept_activation_chang
         raise UnsupportedError(reason)
     cell_name = f"{snake_case(KERAS_CLASS[layer.cell])}_cell"
     if layer.num_directions == 1:
-        return [VarGroup(path, layer.name), VarGroup(f"{path}/cell", cell_name, direction_to_vars(layer, layer.directions[0]))]
-    out = [VarGroup(path, layer.name)]
+        return [VarGroup(path, layer.name, rnnx=_recorded_of(layer)),
+                VarGroup(f"{path}/cell", cell_name, direction_to_vars(layer, layer.directions[0]))]
+    out = [VarGroup(path, layer.name, rnnx=_recorded_of(layer))]
     for side, d in zip(("forward", "backward"), layer.directions):
         out += [VarGroup(f"{path}/{side}_layer", f"{side}_{layer.name}"),
                 VarGroup(f"{path}/{side}_layer/cell", cell_name, direction_to_vars(layer, d))]
