@@ -146,3 +146,16 @@ def test_a_tolerance_that_bounds_nothing_is_a_usage_error(tmp_path, cli, toleran
     rnnx.convert(tmp_path / "source.rnnx", tmp_path / "copy.onnx")
     proc = cli("verify", tmp_path / "source.rnnx", tmp_path / "copy.onnx", "--tolerance", tolerance)
     assert proc.returncode == 2 and "--tolerance" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_source_without_recurrent_layers_is_not_declared_verified(tmp_path, cli):
+    from rnnx.canonical import OpaqueLayer
+
+    src = tmp_path / "dense.rnnx"
+    rnnx.save(Bundle([OpaqueLayer("dense", "Dense", [("kernel", np.ones((2, 2), np.float32))])]), src)
+    rnnx.save(Bundle([_small_lstm()]), tmp_path / "other.pt")
+    proc = cli("verify", src, tmp_path / "other.pt")
+    assert proc.returncode == 2 and "nothing to verify" in proc.stderr, proc.stdout + proc.stderr
+    proc = cli("convert", src, tmp_path / "out.pt", "--verify")
+    assert proc.returncode == 2 and "without --verify" in proc.stderr
+    assert not (tmp_path / "out.pt").exists()

@@ -55,6 +55,10 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     bundle = load(src, config=config)
     if layer is not None:
         bundle = bundle.only(layer)
+    if verify and not bundle.layers:
+        from .verification import nothing_to_verify
+
+        raise UsageError(nothing_to_verify(bundle) + " Convert without --verify.")  # refused before writing
     notes = save(bundle, dst, to=fmt.name, layer=layer, **options)
     result = ConvertResult(bundle, fmt.name, list(notes))
     if verify:

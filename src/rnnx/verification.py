@@ -29,6 +29,8 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
     if tolerance is not None and not tolerance >= 0:  # also NaN, which no error is ever below
         raise UsageError(f"--tolerance {tolerance} is not a usable error bound; give a number of 0 or more "
                          f"(e.g. 1e-5), or leave it out for the default.")
+    if not bundle.layers:
+        raise UsageError(nothing_to_verify(bundle))
     fmt = formats.for_writing(dst, to) if to else formats.for_reading(dst)
     runner = formats.load_module(fmt, "run_layer")
     rng = np.random.default_rng(seed)
@@ -74,6 +76,11 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
             f"{dst} does not compute what its source computes: layer {bad[0]['layer']!r} differs by "
             f"{bad[0]['max_abs_error']:.3g} (tolerance {bad[0]['tolerance']:g}).", report)
     return report
+
+
+def nothing_to_verify(bundle: Bundle) -> str:
+    return (f"{bundle.source.get('path', 'The source')} holds no recurrent layer, so there is nothing to verify: "
+            f"rnnx verify proves recurrent layers only.")
 
 
 def _difference(got: np.ndarray, want: np.ndarray) -> np.ndarray:
