@@ -37,6 +37,11 @@ def test_a_clip_that_is_no_positive_threshold_is_refused(clip):
         RecurrentLayer("l", "lstm", [_direction()], clip=clip)
 
 
+def test_integer_weights_are_refused_with_what_to_do():
+    with pytest.raises(ValueError, match="holds int32 weights; rnnx reads float16, float32 and float64"):
+        RecurrentLayer("l", "lstm", [_direction(dtype=np.int32)])
+
+
 def test_mixed_dtypes_are_refused():
     d = _direction()
     d.b_w = d.b_w.astype(np.float64)

@@ -107,7 +107,8 @@ class RecurrentLayer:
             if set(d.tensors()) != set(first.tensors()):
                 raise ValueError(f"layer {self.name!r}: directions hold different tensors")
         if first.W.dtype.type not in FLOAT_DTYPES:
-            raise ValueError(f"layer {self.name!r}: dtype {first.W.dtype} is not float16/32/64")
+            raise ValueError(f"layer {self.name!r} holds {first.W.dtype} weights; rnnx reads float16, float32 and "
+                             f"float64 recurrent weights, so save the model with float weights")
         if (first.P is not None or first.proj is not None) and self.cell != "lstm":
             raise ValueError(f"layer {self.name!r}: peepholes and projections exist only on LSTM")
 
