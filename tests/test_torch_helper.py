@@ -97,3 +97,16 @@ def test_mismatches_are_refused_before_anything_changes(fixtures, module, words)
 def test_inexpressible_layers_are_refused(fixtures):
     with pytest.raises(rnnx.UnsupportedError, match="convert it to ONNX"):
         rnnx.torch.load_state_dict(nn.LSTM(4, 5), fixtures / "keras2" / "cpu_mix_weights.h5")
+
+
+def test_by_name_after_the_layers_went_through_keras(fixtures, tmp_path):
+    """A stacked nn.LSTM converted to .h5 (layers l0, l1, l2) loads back by name into the same module."""
+    source = fixtures / "torch" / "lstm_stack.pt"
+    rnnx.convert(source, tmp_path / "stack.h5")
+    original = nn.LSTM(5, 6, num_layers=3, bidirectional=True)
+    original.load_state_dict(torch.load(source, weights_only=True))
+    loaded = nn.LSTM(5, 6, num_layers=3, bidirectional=True)
+    pairs = rnnx.torch.load_state_dict(loaded, tmp_path / "stack.h5", by_name=True)
+    assert pairs == [("l0", "l0"), ("l1", "l1"), ("l2", "l2")]
+    x = RNG.standard_normal((7, 2, 5)).astype(np.float32)
+    assert np.abs(outputs(loaded, x) - outputs(original, x)).max() < 1e-5

@@ -91,6 +91,8 @@ def _match(targets, sources: list[RecurrentLayer], by_name: bool, path):
     if by_name:
         by = {s.name: s for s in sources}
         by.update({s.name.rsplit("/", 1)[-1]: s for s in sources if s.name.rsplit("/", 1)[-1] not in by})
+        # a one-layer PyTorch module `lstm` is read as `lstm.l0`, also after Keras -> PyTorch -> ...
+        by.update({s.name[:-3]: s for s in sources if s.name.endswith(".l0") and s.name[:-3] not in by})
         pairs = [(t, by[t.name]) for t in targets if t.name in by]
         if not pairs:
             raise UsageError(f"No recurrent layer of the model has a name found in {path} "

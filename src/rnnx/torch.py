@@ -108,6 +108,9 @@ def _wanted_keys(layer: RecurrentLayer) -> list[tuple[str, int | None]]:
     keys = []
     if torch_layout.is_torch_layer(layer):
         keys.append((p["module"], p.get("stack_index")))
+    stacked = torch_layout.stacked_key(layer.name)  # `enc.rnn.l0` from a PyTorch file, through other formats
+    if stacked:
+        keys.append(stacked)
     ident = torch_layout.identifier(layer.name)
     return keys + [(ident, 0), (ident, None)]
 

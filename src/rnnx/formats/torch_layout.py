@@ -76,14 +76,30 @@ def find_state_dict(tree: dict, is_tensor) -> tuple[dict, str]:
     return state, prefix
 
 
+class CyclicTree(ValueError):
+    """A loaded checkpoint whose dicts contain themselves (a pickle can build that; torch.save never does)."""
+
+
 def flatten(tree: dict, is_tensor, prefix: str = "") -> dict:
+    """{dotted key: tensor} in the order the dicts hold them. Iterative, so that a hostile pickle's
+    nesting depth cannot exhaust Python's stack; a dict inside itself raises CyclicTree."""
     out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, is_tensor, name + "."))
-        elif is_tensor(value):
-            out[name] = value
+    stack = [(prefix, iter(tree.items()), id(tree))]
+    open_dicts = {id(tree)}
+    while stack:
+        prefix, items, _ = stack[-1]
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                if id(value) in open_dicts:
+                    raise CyclicTree(name)
+                open_dicts.add(id(value))
+                stack.append((name + ".", iter(value.items()), id(value)))
+                break
+            if is_tensor(value):
+                out[name] = value
+        else:
+            open_dicts.discard(stack.pop()[2])
     return out
 
 
@@ -393,6 +409,12 @@ def plan(bundle: Bundle) -> list[Emission]:
 
 # How the reader names layer k of a stacked module: `encoder.rnn.l1`, `l0` at the root.
 _STACKED_NAME = re.compile(r"^(?:(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.)?l(?P<k>\d+)$", re.ASCII)
+
+
+def stacked_key(name: str) -> tuple[str, int] | None:
+    """(module path, layer index) when `name` is how the reader names a stacked layer (`enc.rnn.l1`)."""
+    match = _STACKED_NAME.match(name)
+    return (match["module"] or "", int(match["k"])) if match else None
 
 
 def _stacks_by_name(layers: list[RecurrentLayer]) -> dict[int, list[RecurrentLayer]]:
