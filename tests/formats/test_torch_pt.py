@@ -353,3 +353,28 @@ def test_bfloat16(tmp_path, cli):
     torch.save(torch.nn.GRU(2, 3).bfloat16().state_dict(), tmp_path / "bf16.pt")
     done = cli("inspect", tmp_path / "bf16.pt")
     assert done.returncode == 2 and "is bfloat16" in done.stderr and "model.float()" in done.stderr
+
+
+def _zip_pickle(path, pickled: bytes):
+    """A torch-style zip archive around hand-made pickle bytes (what torch.save could never write)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", pickled)
+        zf.writestr("archive/byteorder", "little")
+        zf.writestr("archive/version", "3\n")
+    return path
+
+
+@pytest.mark.parametrize("name, pickled, words", [
+    # 100 000 dicts, each inside the one before: {'a': {'a': {...}}}
+    ("deep.pt", b"\x80\x02" + (b"}X\x01\x00\x00\x00a") * 100_000 + b"}" + b"s" * 100_000 + b".",
+     "nested more than 64 deep"),
+    # d = {}; d['me'] = d, through the pickle memo
+    ("cycle.pt", b"\x80\x02}q\x00X\x02\x00\x00\x00meh\x00s.", "contains itself"),
+])
+def test_hostile_nesting_is_refused_in_a_sentence(cli, tmp_path, name, pickled, words):
+    src = _zip_pickle(tmp_path / name, pickled)
+    done = cli("inspect", src)
+    assert done.returncode == 2 and words in done.stderr and str(src) in done.stderr, done.stderr
+    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr

@@ -76,13 +76,16 @@ def find_state_dict(tree: dict, is_tensor) -> tuple[dict, str]:
     return state, prefix
 
 
-class CyclicTree(ValueError):
-    """A loaded checkpoint whose dicts contain themselves (a pickle can build that; torch.save never does)."""
+class UnreadableTree(ValueError):
+    """A loaded checkpoint no torch.save writes: dicts inside themselves, or nested absurdly deep."""
+
+
+MAX_DEPTH = 64  # checkpoints nest dicts a few levels deep; a pickle can nest them without end
 
 
 def flatten(tree: dict, is_tensor, prefix: str = "") -> dict:
-    """{dotted key: tensor} in the order the dicts hold them. Iterative, so that a hostile pickle's
-    nesting depth cannot exhaust Python's stack; a dict inside itself raises CyclicTree."""
+    """{dotted key: tensor} in the order the dicts hold them. Iterative and depth-limited, so a hostile
+    pickle's nesting cannot exhaust the stack or memory; raises UnreadableTree."""
     out = {}
     stack = [(prefix, iter(tree.items()), id(tree))]
     open_dicts = {id(tree)}
@@ -92,7 +95,9 @@ def flatten(tree: dict, is_tensor, prefix: str = "") -> dict:
             name = f"{prefix}{key}"
             if isinstance(value, dict):
                 if id(value) in open_dicts:
-                    raise CyclicTree(name)
+                    raise UnreadableTree(f"a dict that contains itself (at {name[:80]!r})")
+                if len(stack) >= MAX_DEPTH:
+                    raise UnreadableTree(f"dicts nested more than {MAX_DEPTH} deep")
                 open_dicts.add(id(value))
                 stack.append((name + ".", iter(value.items()), id(value)))
                 break

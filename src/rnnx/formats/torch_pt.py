@@ -45,7 +45,11 @@ def read(path: Path, **_options) -> Bundle:
         kind = "tensor" if is_tensor(loaded) else type(loaded).__name__
         raise FormatError(f"{path} holds a {kind}, not a state dict; save "
                           f"model.state_dict() (a dict of tensors) with torch.save.")
-    state, found_at = torch_layout.find_state_dict(loaded, is_tensor)
+    try:
+        state, found_at = torch_layout.find_state_dict(loaded, is_tensor)
+    except torch_layout.UnreadableTree as exc:
+        raise FormatError(f"{path} holds {exc.args[0]}, which no torch.save state dict has; the file is damaged "
+                          f"or forged.") from None
     state, stripped = torch_layout.strip_wrappers(state, in_checkpoint=bool(found_at))
     if is_tensor is not torch_zip.is_tensor:
         state = {key: _from_torch(tensor) for key, tensor in state.items()}
