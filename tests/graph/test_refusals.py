@@ -29,3 +29,24 @@ def test_weights_only_file_without_config_is_a_usage_error(corpus, tmp_path):
     with pytest.raises(UsageError, match="--config"):
         export_model(bundle, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_layer_config_missing_an_entry_is_a_format_error(models_dir, tmp_path, cli):
+    """A full-model file whose config lost an entry a converter needs (Permute without `dims`)."""
+    import json
+    import shutil
+
+    import h5py
+
+    src = tmp_path / "damaged.h5"
+    shutil.copy(models_dir / "k2_layers.h5", src)
+    with h5py.File(src, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        permutes = [layer for layer in config["config"]["layers"] if layer["class_name"] == "Permute"]
+        assert permutes, "the fixture holds a Permute layer"
+        del permutes[0]["config"]["dims"]
+        f.attrs["model_config"] = json.dumps(config)
+    result = cli("convert", src, tmp_path / "model.onnx")
+    assert result.returncode == 2 and "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert "Permute" in result.stderr and "incomplete or malformed" in result.stderr, result.stderr
+    assert not (tmp_path / "model.onnx").exists()

@@ -165,7 +165,11 @@ def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list
         return _evaluate(ctx, spec.model, f"{prefix}{spec.name}/", inputs, keras_major)
     call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands)
     convert = lookup(spec.class_name, call.name)
-    outputs = convert(ctx, call, inputs)
+    try:
+        outputs = convert(ctx, call, inputs)
+    except (KeyError, TypeError, IndexError) as exc:  # a config entry missing or of the wrong kind
+        raise FormatError(f"Layer {call.name!r} ({spec.class_name}): its Keras config is incomplete or malformed "
+                          f"({type(exc).__name__}: {exc}); the file is damaged or not written by Keras.") from None
     if any(v.mask is not None for v in inputs) and spec.class_name in _MASK_CONSUMERS:
         note = ("A Keras mask reaches a recurrent layer; it becomes the ONNX sequence_lens (the count of kept "
                 "steps), which is exact for right-padded batches.")
