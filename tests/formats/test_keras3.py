@@ -274,3 +274,21 @@ def test_reading_and_writing_keras3_files_imports_no_framework(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("inbound", [5, "zz", [[["x"]]]])
+def test_a_malformed_keras2_config_is_a_format_error_naming_the_file(inbound, tmp_path, cli):
+    import shutil
+
+    import h5py
+
+    src = tmp_path / "damaged.h5"
+    shutil.copy(KERAS2 / "cudnn_bidir_full.h5", src)
+    with h5py.File(src, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        next(layer for layer in config["config"]["layers"] if layer.get("inbound_nodes"))["inbound_nodes"] = inbound
+        f.attrs["model_config"] = json.dumps(config)
+    result = cli("convert", src, tmp_path / "model.keras")
+    assert result.returncode == 2 and "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert f"{src}: its Keras 2 model config is malformed" in result.stderr, result.stderr
+    assert not (tmp_path / "model.keras").exists()

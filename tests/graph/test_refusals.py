@@ -50,3 +50,22 @@ def test_a_layer_config_missing_an_entry_is_a_format_error(models_dir, tmp_path,
     assert result.returncode == 2 and "unexpected" not in result.stderr and "Traceback" not in result.stderr
     assert "Permute" in result.stderr and "incomplete or malformed" in result.stderr, result.stderr
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_malformed_model_config_is_a_format_error(models_dir, tmp_path, cli):
+    """inbound_nodes that are not a list of calls: one sentence naming the file, not an unexpected TypeError."""
+    import json
+    import shutil
+
+    import h5py
+
+    src = tmp_path / "damaged.h5"
+    shutil.copy(models_dir / "k2_states.h5", src)
+    with h5py.File(src, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        next(layer for layer in config["config"]["layers"] if layer.get("inbound_nodes"))["inbound_nodes"] = 5
+        f.attrs["model_config"] = json.dumps(config)
+    result = cli("convert", src, tmp_path / "model.onnx")
+    assert result.returncode == 2 and "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert f"{src}: its Keras model config is malformed" in result.stderr, result.stderr
+    assert not (tmp_path / "model.onnx").exists()

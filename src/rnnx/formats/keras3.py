@@ -147,7 +147,11 @@ def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, la
     path = Path(path)
     config, notes = keras3_config_of(bundle, path, accept_activation_change, layer)
     notes = list(dict.fromkeys(list(_activation_notes(bundle, accept_activation_change)) + notes))
-    entries, more = layout.entries_from_bundle(bundle, config, accept_activation_change, where=str(path))
+    try:
+        entries, more = layout.entries_from_bundle(bundle, config, accept_activation_change, where=str(path))
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:  # an entry missing or mistyped
+        raise FormatError(f"{bundle.source.get('path', 'The source')}: its model config is malformed "
+                          f"({type(exc).__name__}: {exc}); the file is damaged or not written by Keras.") from None
     notes += more
     weights = io.BytesIO()
     with h5py.File(weights, "w") as h5:
@@ -186,7 +190,8 @@ def keras3_config_of(bundle: Bundle, path: Path, accept_activation_change: bool 
     if source.get("format") == "keras-h5":
         from . import keras3_config
 
-        return keras3_config.translate(config, {l.name: l for l in bundle.layers}, accept_activation_change)
+        return keras3_config.translate(config, {l.name: l for l in bundle.layers}, accept_activation_change,
+                                       source=source.get("path"))
     raise UnsupportedError(f"Cannot write {path}: rnnx translates only Keras model configs to .keras, and this "
                            f"source is {source.get('format')}. Write a .weights.h5 file instead.")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..canonical import RecurrentLayer
-from ..errors import UnsupportedError
+from ..errors import FormatError, UnsupportedError
 from .keras3_layout import KERAS_CLASS, RECURRENT_CLASSES, activation_names
 
 Shape = list  # [None, 5, 3]
@@ -153,12 +153,17 @@ class Context:
 
 
 def translate(model_config: dict, recurrent: dict[str, RecurrentLayer],
-              accept_activation_change: bool = False) -> tuple[dict, list[str]]:
+              accept_activation_change: bool = False, source: str | None = None) -> tuple[dict, list[str]]:
     """The Keras 3 config.json of a Keras 2 model config, and notes on what changed."""
     ctx = Context(recurrent, accept_activation_change)
     if not isinstance(model_config, dict) or "class_name" not in model_config:
         raise UnsupportedError("The Keras 2 model config is not a serialized model (no class_name).")
-    model, _ = _model(model_config, ctx)
+    try:
+        model, _ = _model(model_config, ctx)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:  # an entry missing or mistyped
+        raise FormatError(f"{source or 'The source'}: its Keras 2 model config is malformed ({type(exc).__name__}: "
+                          f"{exc}), so it cannot be translated; the file is damaged or not written by Keras.") \
+            from None
     return model, ctx.notes
 
 

@@ -119,8 +119,9 @@ def tree_entries(bundle: Bundle, accept_activation_change: bool, use_config: boo
 
         try:
             config, _ = keras3_config.translate(bundle.source["model_config"],
-                                                {l.name: l for l in bundle.layers}, accept_activation_change)
-        except UnsupportedError as exc:
+                                                {l.name: l for l in bundle.layers}, accept_activation_change,
+                                                source=bundle.source.get("path"))
+        except (UnsupportedError, FormatError) as exc:
             notes.append(f"the model config could not be translated to Keras 3 ({exc.args[0]}); layers are "
                          f"numbered in order instead.")
     entries, more = layout.entries_from_bundle(bundle, config, accept_activation_change)

@@ -27,14 +27,18 @@ def build_model(bundle: Bundle, opset: int | None = None, time_major: bool = Fal
     if not source.get("model_config"):
         raise UsageError(f"{source.get('path', 'The file')} holds weights only; give the architecture with "
                          f"--config model.json (the output of model.to_json()).")
-    model = keras_config.parse_model(source["model_config"])
-    ctx = Context(_weights_by_name(bundle), opset)
-    major = keras_config.keras_major(source)
-    output_names = [_output_name(ref) for ref in model.outputs]
-    for name in output_names:
-        ctx.reserve_output(name)  # so no inner tensor takes an output's name
-    feeds = [_graph_input(ctx, ref.layer, model, time_major) for ref in model.inputs]
-    outputs = _evaluate(ctx, model, "", feeds, major)
+    try:
+        model = keras_config.parse_model(source["model_config"])
+        ctx = Context(_weights_by_name(bundle), opset)
+        major = keras_config.keras_major(source)
+        output_names = [_output_name(ref) for ref in model.outputs]
+        for name in output_names:
+            ctx.reserve_output(name)  # so no inner tensor takes an output's name
+        feeds = [_graph_input(ctx, ref.layer, model, time_major) for ref in model.inputs]
+        outputs = _evaluate(ctx, model, "", feeds, major)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:  # an entry missing or mistyped
+        raise FormatError(f"{source.get('path', 'The source')}: its Keras model config is malformed "
+                          f"({type(exc).__name__}: {exc}); the file is damaged or not written by Keras.") from None
     state_outputs = list(ctx.graph_outputs)  # final states of stateful layers, added while converting
     ctx.graph_outputs.clear()
     for name, value in zip(output_names, outputs):
