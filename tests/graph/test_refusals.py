@@ -69,3 +69,26 @@ def test_a_malformed_model_config_is_a_format_error(models_dir, tmp_path, cli):
     assert result.returncode == 2 and "unexpected" not in result.stderr and "Traceback" not in result.stderr
     assert f"{src}: its Keras model config is malformed" in result.stderr, result.stderr
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_config_whose_graph_does_not_type_check_is_a_format_error(tmp_path, cli):
+    """A Concatenate call whose inputs were emptied in config.json: ONNX shape inference fails on the graph."""
+    import json
+    import zipfile
+
+    from tests.conftest import FIXTURES
+
+    src = tmp_path / "damaged.keras"
+    with zipfile.ZipFile(FIXTURES / "keras3" / "mixed.keras") as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    config = json.loads(members["config.json"])
+    concat = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Concatenate")
+    concat["inbound_nodes"][0]["args"][0] = {}
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(src, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    result = cli("convert", src, tmp_path / "model.onnx")
+    assert result.returncode == 2 and "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert f"{src}: the graph its Keras model config describes does not type-check" in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.keras"]

@@ -52,7 +52,12 @@ def build_model(bundle: Bundle, opset: int | None = None, time_major: bool = Fal
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="rnnx",
                                    doc_string=f"Keras model {model.name} exported by rnnx")
     onnx_model.ir_version = min(onnx_model.ir_version, 10)
-    _type_outputs(onnx_model)
+    try:
+        _type_outputs(onnx_model)
+    except onnx.shape_inference.InferenceError as exc:  # e.g. a Concatenate axis the inputs do not have
+        raise FormatError(f"{source.get('path', 'The source')}: the graph its Keras model config describes does "
+                          f"not type-check ({str(exc).splitlines()[0]}); the config is damaged, or run again with "
+                          f"--debug and please report it.") from None
     return onnx_model, ctx.notes
 
 
