@@ -5,6 +5,7 @@ target cannot hold."""
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -117,6 +118,14 @@ def test_go_backwards_and_merge_modes_are_kept_or_noted(fixtures, tmp_path):
         notes = rnnx.convert(backwards, tmp_path / target).notes
         kept = rnnx.load(tmp_path / target).layers[0].options.get("go_backwards")
         assert kept or any("go_backwards=True" in n for n in notes), (target, notes)
+        assert bool(kept) == (target != "back.pt"), target  # rnnx's own attributes keep it in Keras files
+    # and so the next step still runs backwards
+    rnnx.convert(tmp_path / "back.h5", tmp_path / "again.onnx")
+    node = next(n for n in onnx.load(tmp_path / "again.onnx").graph.node if n.op_type == "LSTM")
+    assert [a.s for a in node.attribute if a.name == "direction"] == [b"reverse"]
+    summed_h5 = tmp_path / "sum_back.h5"
+    rnnx.convert(fixtures / "keras2" / "cudnn_bidir_full.h5", summed_h5, layer="bi_sum")
+    assert rnnx.load(summed_h5).layers[0].options["merge_mode"] == "sum"
     summed = fixtures / "keras2" / "cudnn_bidir_full.h5"
     for target in ("sum.onnx", "sum.h5", "sum.weights.h5", "sum.pt"):
         notes = rnnx.convert(summed, tmp_path / target, layer="bi_sum").notes

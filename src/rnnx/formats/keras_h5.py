@@ -250,6 +250,8 @@ def _read_group(root, name: str, path: Path) -> _Group:
             rnnx = json.loads(_decode(group.attrs[RNNX_ATTR]))
         except ValueError:
             rnnx = None
+        if not isinstance(rnnx, dict) or not isinstance(rnnx.get("layers", []), list):
+            rnnx = None  # not what rnnx writes: ignored, as Keras ignores it
     return _Group(name, names, arrays, rnnx)
 
 
@@ -418,6 +420,11 @@ def _recurrent(group: _Group, src: _Source, top_entry, name: str, key: str, inde
     activations, origin = _activations(cell, variant, resolved, group.rnnx, src.keras_version, name, key)
     directions = [layout.to_direction(cell, variant, a[0], a[1], a[2] if len(a) == 3 else None) for a in arrays]
     options = kc.options_of(resolved.config)
+    if resolved.class_name is None and group.rnnx:  # no config: what rnnx recorded when it wrote the file
+        for entry in group.rnnx.get("layers", []):
+            if isinstance(entry, dict) and entry.get("key") in (key, None):
+                options.update({k: entry[k] for k in ("go_backwards", "merge_mode")
+                                if isinstance(entry.get(k), (bool, str))})
     provenance = {"format": FORMAT, "class_name": class_name, "keras_version": src.keras_version,
                   "group": group.name, "weight_names": [group.weight_names[p] for d in dirs for p in d.positions],
                   "variant": variant, "activations_from": origin}
@@ -553,7 +560,9 @@ def _keras_arrays(rec: RecurrentLayer, variant: str, use_bias: bool) -> list[lis
 
 
 def _rnnx_attr(rec: RecurrentLayer, cls: str, key: str | None = None) -> dict:
-    return {"key": key, "class_name": cls, "activations": [a.to_json() for a in rec.activations]}
+    # go_backwards / merge_mode too: a weights file without model_config has no other place for them
+    kept = {k: rec.options[k] for k in ("go_backwards", "merge_mode") if rec.options.get(k)}
+    return {"key": key, "class_name": cls, "activations": [a.to_json() for a in rec.activations], **kept}
 
 
 def _structured_plan(bundle: Bundle, path: Path, cudnn: bool) -> _Plan:
