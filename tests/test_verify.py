@@ -159,3 +159,36 @@ def test_a_source_without_recurrent_layers_is_not_declared_verified(tmp_path, cl
     proc = cli("convert", src, tmp_path / "out.pt", "--verify")
     assert proc.returncode == 2 and "without --verify" in proc.stderr
     assert not (tmp_path / "out.pt").exists()
+
+
+def _nan_weight_rnnx(path):
+    """A layer with one NaN recurrent weight: numpy spreads it through the reference, onnxruntime
+    computes something else, so a faithful copy still fails verification - a real failing case."""
+    rng = np.random.default_rng(11)
+    d = Direction(W=rng.standard_normal((8, 3)).astype(np.float32), R=rng.standard_normal((8, 2)).astype(np.float32),
+                  b_w=rng.standard_normal(8).astype(np.float32))
+    d.R[0, 0] = np.nan
+    rnnx.save(Bundle([RecurrentLayer("lstm", "lstm", [d])]), path)
+    return path
+
+
+def test_failed_convert_verify_still_says_what_was_written(cli, tmp_path):
+    src = _nan_weight_rnnx(tmp_path / "nan.rnnx")
+    proc = cli("convert", src, tmp_path / "nan.onnx", "--verify")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"wrote {tmp_path / 'nan.onnx'}") and "FAILED" in proc.stdout
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_verify_json_is_strict_json_when_errors_are_not_finite(cli, tmp_path):
+    src = _nan_weight_rnnx(tmp_path / "nan.rnnx")
+    rnnx.convert(src, tmp_path / "nan.onnx")
+    proc = cli("verify", src, tmp_path / "nan.onnx", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    report = json.loads(proc.stdout, parse_constant=refuse)
+    jsonschema.validate(report, json.loads((ROOT / "schemas" / "verify.schema.json").read_text()))
+    assert report["ok"] is False

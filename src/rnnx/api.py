@@ -42,8 +42,11 @@ class ConvertResult:
 
 
 def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
-            verify: bool = False, **options) -> ConvertResult:
-    """Read `src`, write `dst`; with verify=True also prove it numerically (raises VerificationError)."""
+            verify: bool = False, raise_on_failure: bool = True, **options) -> ConvertResult:
+    """Read `src`, write `dst`; with verify=True also prove it numerically.
+
+    A failed verification raises VerificationError, or with raise_on_failure=False is left in
+    result.verification["ok"] (the file stays written either way, for inspection)."""
     from .io import same_file
 
     src, dst = Path(src), Path(dst)
@@ -64,7 +67,7 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     if verify:
         from .verification import verify_bundle
 
-        result.verification = verify_bundle(bundle, dst, to=fmt.name, raise_on_failure=True)
+        result.verification = verify_bundle(bundle, dst, to=fmt.name, raise_on_failure=raise_on_failure)
     return result
 
 

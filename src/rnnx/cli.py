@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -146,13 +147,17 @@ def _convert(args) -> int:
             raise UsageError(f"{flag} applies only to {' and '.join(targets)} targets; {args.dst} would be written "
                              f"as {target}. Leave {flag} out or choose another destination.")
     result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
-                     verify=args.verify, **options)
+                     verify=args.verify, raise_on_failure=False, **options)
     n = len(result.bundle.layers)
     print(f"wrote {args.dst} ({result.target_format}): {n} recurrent layer{'s' * (n != 1)}")
     for note in result.notes:
         print(_shown(f"  note: {note}"))
     if result.verification:
         print(_shown(as_text(result.verification)))
+        if not result.verification["ok"]:
+            print(_shown(f"rnnx: {args.dst} was written but does not compute what {args.src} computes; "
+                         f"see the table above."), file=sys.stderr)
+            return 1
     return 0
 
 
@@ -161,8 +166,19 @@ def _verify(args) -> int:
     from .verification import as_text
 
     report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config)
-    print(json.dumps(report, indent=2) if args.json else _shown(as_text(report)))
+    print(json.dumps(_finite(report), indent=2, allow_nan=False) if args.json else _shown(as_text(report)))
     return 0 if report["ok"] else 1
+
+
+def _finite(value):
+    """Strict JSON: an error that is not a finite number (a target returning NaN) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _demo(args) -> int:
