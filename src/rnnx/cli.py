@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dst", metavar="DST")
     s.add_argument("--to", choices=formats.names(), help="format of DST when its suffix does not say it")
     s.add_argument("--layer", metavar="NAME", help="verify only this recurrent layer")
-    s.add_argument("--tolerance", type=float, help="max absolute error (default: 1e-5 for float32)")
+    s.add_argument("--tolerance", type=float, help="max absolute error, used exactly (default: the larger of 1e-5 for float32 and "
+                   "4 x the layer's measured float32 noise floor; README, 'How verify decides')")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
     s.add_argument("--json", action="store_true", help="print JSON (schemas/verify.schema.json)")
 
