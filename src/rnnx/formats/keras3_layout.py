@@ -34,13 +34,12 @@ import numpy as np
 
 from ..canonical import Direction, RecurrentLayer
 from ..canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, Activation, from_keras, to_keras
-from ..canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, reorder
 from ..errors import FormatError, UnsupportedError
+from . import keras2_layout
 
 # Keras recurrent layer classes and the canonical cell each holds.
 RECURRENT_CLASSES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
 KERAS_CLASS = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN"}
-KERAS_ORDER = {"lstm": LSTM_KERAS, "gru": GRU_KERAS, "rnn": RNN_CANONICAL}
 # Containers whose children live under `<path>/layers/`.
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
@@ -79,66 +78,43 @@ class PathNamer:
 # --- recurrent variables <-> canonical ---------------------------------------------
 
 
+def _variant(cell: str, reset_after: bool) -> str:
+    """Keras 3 cells store Keras 2's CPU layouts (keras2_layout): a reset-after GRU keeps a 2-row bias."""
+    return "gru-2row" if cell == "gru" and reset_after else "plain"
+
+
 def direction_from_vars(cell: str, arrays: list[np.ndarray], reset_after: bool, where: str) -> Direction:
     """Canonical weights of one direction from a Keras cell's [kernel, recurrent_kernel, (bias)]."""
     if len(arrays) not in (2, 3):
         raise FormatError(f"{where}: a Keras {KERAS_CLASS[cell]} cell holds 2 or 3 variables, found {len(arrays)}.")
-    order = KERAS_ORDER[cell]
-    canonical = CANONICAL_ORDER[cell]
     kernel, recurrent = arrays[0], arrays[1]
-    n = len(order)
-    if kernel.ndim != 2 or recurrent.ndim != 2 or kernel.shape[1] % n or recurrent.shape[1] != kernel.shape[1] \
-            or recurrent.shape[0] * n != kernel.shape[1]:
+    bias = arrays[2] if len(arrays) == 3 else None
+    variant = _variant(cell, reset_after)
+    if not keras2_layout.fits(cell, "plain", kernel.shape, recurrent.shape, None):  # the kernels alone
         raise FormatError(f"{where}: kernel {kernel.shape} and recurrent kernel {recurrent.shape} do not form a "
                           f"Keras {KERAS_CLASS[cell]} cell.")
-    W = reorder(np.ascontiguousarray(kernel.T), order, canonical)
-    R = reorder(np.ascontiguousarray(recurrent.T), order, canonical)
-    b_w = b_r = None
-    if len(arrays) == 3:
-        bias = arrays[2]
-        if cell == "gru" and reset_after:
-            if bias.shape != (2, kernel.shape[1]):
-                raise FormatError(f"{where}: a reset_after GRU bias has shape (2, {kernel.shape[1]}), "
-                                  f"found {bias.shape}.")
-            b_w, b_r = reorder(bias[0], order, canonical), reorder(bias[1], order, canonical)
-        else:
-            if bias.shape != (kernel.shape[1],):
-                raise FormatError(f"{where}: bias of shape {bias.shape}, expected ({kernel.shape[1]},).")
-            b_w = reorder(bias, order, canonical)
-    return Direction(W=W, R=R, b_w=b_w, b_r=b_r)
+    if bias is not None and not keras2_layout.fits(cell, variant, kernel.shape, recurrent.shape, bias.shape):
+        expected = (2, kernel.shape[1]) if variant == "gru-2row" else (kernel.shape[1],)
+        raise FormatError(f"{where}: bias of shape {bias.shape}, expected {expected}.")
+    return keras2_layout.to_direction(cell, variant, kernel, recurrent, bias)
 
 
 def direction_to_vars(layer: RecurrentLayer, d: Direction) -> list[np.ndarray]:
     """[kernel, recurrent_kernel, (bias)] of a Keras cell computing canonical direction `d`."""
-    order = KERAS_ORDER[layer.cell]
-    canonical = CANONICAL_ORDER[layer.cell]
-    kernel = np.ascontiguousarray(reorder(d.W, canonical, order).T)
-    recurrent = np.ascontiguousarray(reorder(d.R, canonical, order).T)
-    if not layer.has_bias:
-        return [kernel, recurrent]
-    if layer.cell == "gru" and layer.reset_after:
-        b_w = d.b_w if d.b_w is not None else np.zeros_like(d.b_r)
-        b_r = d.b_r if d.b_r is not None else np.zeros_like(d.b_w)
-        bias = np.stack([reorder(b_w, canonical, order), reorder(b_r, canonical, order)])
-    else:
-        bias = reorder(d.fused_bias(), canonical, order)
-    return [kernel, recurrent, np.ascontiguousarray(bias)]
+    return keras2_layout.from_direction(layer.cell, _variant(layer.cell, layer.reset_after), d,
+                                        use_bias=layer.has_bias)
 
 
 def infer_cell(arrays: list[np.ndarray]) -> tuple[str, bool] | None:
     """(cell, reset_after) from the shapes of a Keras cell's variables, or None if they are not one."""
-    if len(arrays) not in (2, 3) or arrays[0].ndim != 2 or arrays[1].ndim != 2:
+    if len(arrays) not in (2, 3):
         return None
-    units = arrays[1].shape[0]
-    if units == 0 or arrays[1].shape[1] != arrays[0].shape[1] or arrays[0].shape[1] % units:
+    found = keras2_layout.classify(arrays[0].shape, arrays[1].shape, arrays[2].shape if len(arrays) == 3 else None)
+    if found is None or found[1] == "cudnn":
         return None
-    cell = {4: "lstm", 3: "gru", 1: "rnn"}.get(arrays[0].shape[1] // units)
-    if cell is None:
-        return None
-    reset_after = True
-    if cell == "gru" and len(arrays) == 3:
-        reset_after = arrays[2].ndim == 2
-    return cell, reset_after
+    cell, variant = found
+    # a GRU without bias does not say; Keras 3's default is reset_after=True
+    return cell, not (cell == "gru" and variant == "plain" and len(arrays) == 3)
 
 
 # --- activations and refusals --------------------------------------------------------
