@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..canonical import RecurrentLayer
+from ..canonical.activations import HARD_SIGMOID_KERAS2
 from ..errors import FormatError, UnsupportedError
-from .keras3_layout import KERAS_CLASS, RECURRENT_CLASSES, activation_names
+from .keras3_layout import KERAS_CLASS, RECURRENT_CLASSES, activation_names, deviation_note
 
 Shape = list  # [None, 5, 3]
 
@@ -501,21 +502,9 @@ def _recurrent(class_name: str, cfg: dict, in_shapes: list[Shape], ctx: Context,
                                f"{canonical.cell.upper()} cell.")
     if wrapped_name is None and canonical.num_directions != 1:
         raise UnsupportedError(f"Layer {name!r} is a plain {class_name} but its weights have two directions.")
-    if any(a == _hard_sigmoid_keras2() for a in canonical.activations):
-        ctx.note(_deviation_note(canonical))
+    if HARD_SIGMOID_KERAS2 in canonical.activations:
+        ctx.note(deviation_note(canonical))
     return k3_class, out, _rnn_shapes(k3_class, out, in_shapes[0])
-
-
-def _hard_sigmoid_keras2():
-    from ..canonical.activations import HARD_SIGMOID_KERAS2
-
-    return HARD_SIGMOID_KERAS2
-
-
-def _deviation_note(layer: RecurrentLayer) -> str:
-    from .keras3_layout import deviation_note
-
-    return deviation_note(layer)
 
 
 def _rnn_shapes(k3_class: str, cfg: dict, shape: Shape) -> list[Shape]:
