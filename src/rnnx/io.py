@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import UsageError
 
@@ -46,3 +47,13 @@ def same_file(a: Path, b: Path) -> bool:
         except OSError:
             return False
     return a.resolve() == b.resolve()
+
+
+def safe_member_name(name: str) -> str | None:
+    """A zip member name with backslashes made forward slashes and `.` parts dropped, or None when it
+    would leave the archive's folder (absolute, a drive letter, `..`, a NUL byte)."""
+    normal = name.replace("\\", "/")
+    parts = PurePosixPath(normal).parts
+    if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal) or ".." in parts or "\x00" in normal:
+        return None
+    return "/".join(p for p in parts if p != ".")

@@ -34,15 +34,14 @@ from __future__ import annotations
 import copy
 import io
 import json
-import re
 import time
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .. import __version__
 from ..canonical import Bundle, RecurrentLayer
 from ..errors import FormatError, UnsupportedError
-from ..io import atomic_output
+from ..io import atomic_output, safe_member_name
 from . import keras3_layout as layout
 from .keras3_weights import _activation_notes, bundle_from_h5, run_keras3_layer
 
@@ -117,12 +116,11 @@ def read_members(path: Path, wanted=(CONFIG, METADATA, WEIGHTS)) -> dict[str, by
 
 def _safe_name(name: str, path: Path) -> str:
     """A member name with backslashes made forward slashes; refused when it leaves the archive."""
-    normal = name.replace("\\", "/")
-    parts = PurePosixPath(normal).parts
-    if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal) or ".." in parts or "\x00" in normal:
+    normal = safe_member_name(name)
+    if normal is None:
         raise FormatError(f"{path} holds a member named {name!r}, which points outside the archive; "
                           f"rnnx refuses such archives.")
-    return "/".join(p for p in parts if p != ".")
+    return normal
 
 
 def _json(members: dict, name: str, path: Path) -> dict:

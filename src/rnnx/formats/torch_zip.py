@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from ..io import safe_member_name
 
 # torch storage class -> torch dtype name; dtype name -> numpy dtype (None: numpy has none)
 STORAGE_DTYPES = {
@@ -92,8 +93,7 @@ def load_state(path: Path) -> object:
 def _archive_prefix(zf: zipfile.ZipFile, path: Path) -> str:
     names = zf.namelist()
     for name in names:
-        parts = name.replace("\\", "/").split("/")
-        if name.startswith(("/", "\\")) or ".." in parts or re.match(r"[A-Za-z]:", name):
+        if safe_member_name(name) is None:
             raise FormatError(f"{path} has a member named {name!r} that points outside the archive; "
                               f"torch.save never writes such names, so rnnx does not read the file.")
     pickles = [n[:-len("/data.pkl")] for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
