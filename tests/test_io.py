@@ -51,8 +51,8 @@ def _interrupt(monkeypatch, target: str):
 
 # (destination, the call that puts the bytes on disk)
 WRITERS = [
-    ("out.h5", "rnnx.formats.keras_h5:_write_plan"),
-    ("out.weights.h5", "rnnx.formats.keras3_layout:write_tree"),
+    ("out.h5", "rnnx.formats.keras2.h5:_write_plan"),
+    ("out.weights.h5", "rnnx.formats.keras3.layout:write_tree"),
     ("out.onnx", "onnx:save_model"),
     ("out.pt", "torch:save"),
     ("out.safetensors", "safetensors.numpy:save_file"),

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "formats"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "formats" / "keras3"))
 from keras3_helpers import KERAS2, max_abs, tf_keras_cpu_twin  # noqa: E402
 
 import rnnx  # noqa: E402
@@ -89,7 +89,7 @@ def test_by_name_loads_only_matching_layers():
     assert all(np.array_equal(a, b) for a, b in zip(before["unrelated"], _weights(model.get_layer("unrelated"))))
     source = rnnx.load(KERAS2 / "cudnn_stack_weights.h5").layer("gru_b")
     kernel = model.get_layer("gru_b").cell.kernel
-    assert np.array_equal(np.asarray(kernel), rnnx.formats.keras3_layout.direction_to_vars(
+    assert np.array_equal(np.asarray(kernel), rnnx.formats.keras3.layout.direction_to_vars(
         source, source.directions[0])[0])
 
 

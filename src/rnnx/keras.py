@@ -20,7 +20,7 @@ import numpy as np
 from .canonical import RecurrentLayer
 from .canonical.activations import from_keras
 from .errors import UsageError
-from .formats.keras3_layout import direction_to_vars, refusal
+from .formats.keras3.layout import direction_to_vars, refusal
 
 CELL_CLASSES = {"LSTMCell": "lstm", "GRUCell": "gru", "SimpleRNNCell": "rnn"}
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .canonical import Bundle, RecurrentLayer
 from .errors import UnsupportedError, UsageError
-from .formats import torch_layout
+from .formats.torch_format import layout as torch_layout
 
 __all__ = ["load_state_dict"]
 

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from rnnx.graph import activations
-from rnnx.graph.context import Context
+from rnnx.graph.to_onnx import activations
+from rnnx.graph.to_onnx.context import Context
 
 KERAS2 = ["relu", "elu", "selu", "softmax", "softplus", "softsign", "swish", "silu", "gelu", "exponential", "linear",
           "tanh", "sigmoid", "hard_sigmoid", "relu6", "mish", "log_softmax", "leaky_relu"]

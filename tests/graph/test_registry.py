@@ -3,7 +3,7 @@
 import pytest
 
 from rnnx.errors import UnsupportedError
-from rnnx.graph import registry
+from rnnx.graph.to_onnx import registry
 
 NATIVE_LAYERS = ["InputLayer", "Embedding", "Masking", "LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU",
                  "Bidirectional", "TimeDistributed", "Dense", "Activation", "Dropout", "SpatialDropout1D",

@@ -30,18 +30,18 @@ class Format:
 
 
 FORMATS = (
-    Format("keras-h5", (".h5", ".hdf5"), "rnnx.formats.keras_h5",
+    Format("keras-h5", (".h5", ".hdf5"), "rnnx.formats.keras2.h5",
            "Keras 2 HDF5 (save_weights / model.save), CuDNN layers included"),
-    Format("keras3-weights", (".weights.h5",), "rnnx.formats.keras3_weights",
+    Format("keras3-weights", (".weights.h5",), "rnnx.formats.keras3.weights",
            "Keras 3 weights file (model.save_weights)"),
-    Format("keras", (".keras",), "rnnx.formats.keras3",
+    Format("keras", (".keras",), "rnnx.formats.keras3.archive",
            "Keras 3 model archive (config.json + model.weights.h5)"),
-    Format("onnx", (".onnx",), "rnnx.formats.onnx_model", "ONNX model with LSTM / GRU / RNN nodes"),
-    Format("torch", (".pt", ".pth", ".bin", ".ckpt", ".tar"), "rnnx.formats.torch_pt",
+    Format("onnx", (".onnx",), "rnnx.formats.onnx_format.model", "ONNX model with LSTM / GRU / RNN nodes"),
+    Format("torch", (".pt", ".pth", ".bin", ".ckpt", ".tar"), "rnnx.formats.torch_format.pt",
            "PyTorch state dict or checkpoint (torch.save)"),
-    Format("safetensors", (".safetensors",), "rnnx.formats.torch_safetensors",
+    Format("safetensors", (".safetensors",), "rnnx.formats.torch_format.safetensors_file",
            "PyTorch state dict as safetensors"),
-    Format("torch-module", (".py",), "rnnx.formats.torch_module",
+    Format("torch-module", (".py",), "rnnx.formats.torch_format.module_source",
            "Python source of an nn.Module with the modules of a .pt target, without weights"),
     Format("rnnx", (".rnnx",), "rnnx.formats.rnnx_file", "rnnx canonical file (safetensors + JSON manifest)"),
 )

@@ -1,12 +1,15 @@
-"""Whole Keras models to ONNX: `export_model(bundle, path, **options)`.
+"""Whole Keras models to other frameworks: `export_model(bundle, path, **options)` writes ONNX.
 
-The native engine (default) parses the model's own config (Keras 2 model_config, a
-`model.to_json()` file, or a Keras 3 config.json) into one layer graph and lets one small
-converter per Keras layer class add ONNX nodes (see registry.py and layers/). Recurrent
-layers become real ONNX LSTM / GRU / RNN ops. No TensorFlow is imported.
-
-The tf2onnx engine (`engine="tf2onnx"`) loads the model in tf_keras and hands it to tf2onnx;
-it needs the `tf` extra.
+Two parts:
+- the Keras model graph, shared by every whole-model target: `config.py` parses a model's own
+  config (Keras 2 model_config, a `model.to_json()` file, or a Keras 3 config.json) into one
+  layer graph (`ModelSpec`: layers, their calls, the model's inputs and outputs). It knows
+  nothing of ONNX; a second backend (PyTorch) reads the same graph.
+- the ONNX backend, `to_onnx/`: one small converter per Keras layer class adds ONNX nodes
+  (see to_onnx/registry.py and to_onnx/layers/). Recurrent layers become real ONNX LSTM / GRU /
+  RNN ops. No TensorFlow is imported. The tf2onnx engine (`engine="tf2onnx"`,
+  to_onnx/tf2onnx_engine.py) loads the model in tf_keras and hands it to tf2onnx instead; it
+  needs the `tf` extra.
 """
 
 from __future__ import annotations
@@ -31,13 +34,13 @@ def export_model(bundle, path, opset: int | None = None, time_major: bool = Fals
     if engine not in ENGINES:
         raise UsageError(f"Unknown ONNX engine {engine!r}; choose one of: {', '.join(ENGINES)}.")
     if engine == "tf2onnx":
-        from .tf2onnx_engine import export_with_tf2onnx
+        from .to_onnx.tf2onnx_engine import export_with_tf2onnx
 
         return export_with_tf2onnx(bundle, Path(path), opset=opset, time_major=time_major)
     import onnx
 
     from ..io import atomic_output
-    from .builder import build_model
+    from .to_onnx.builder import build_model
 
     model, notes = build_model(bundle, opset=opset, time_major=time_major)
     with atomic_output(Path(path)) as tmp:

@@ -12,7 +12,7 @@ import rnnx
 from rnnx.canonical import Bundle, Direction, RecurrentLayer, reference
 from rnnx.canonical.activations import HARD_SIGMOID_KERAS2, SIGMOID, TANH
 from rnnx.errors import UnsupportedError
-from rnnx.formats import keras_h5
+from rnnx.formats.keras2 import h5 as keras_h5
 
 CUDNN_MODELS = ("cudnn_stack", "cudnn_bidir", "cudnn_nested")
 TOL = 1e-5

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 KERAS2 = FIXTURES / "keras2"
 KERAS3 = FIXTURES / "keras3"
 

@@ -15,7 +15,7 @@ from keras3_helpers import (KERAS2, KERAS3, archive_config, archive_member, h5_d
                             same_arrays, tf_keras_cpu_twin)
 
 import rnnx  # noqa: E402
-from rnnx.formats import keras3  # noqa: E402
+from rnnx.formats.keras3 import archive as keras3  # noqa: E402
 
 # the keras3 fixtures, and the graph exporter's Keras 3 whole-model fixtures (nested models, masks, states)
 ARCHIVES = [KERAS3 / f"{name}.keras" for name in ("stack", "bidir", "mixed")] + [

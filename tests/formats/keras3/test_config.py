@@ -12,7 +12,7 @@ from keras3_helpers import (FIXTURES, KERAS2, archive_config, max_abs, tf_keras_
 
 import rnnx  # noqa: E402
 from rnnx.canonical import Direction, RecurrentLayer  # noqa: E402
-from rnnx.formats import keras3_config  # noqa: E402
+from rnnx.formats.keras3 import config as keras3_config  # noqa: E402
 
 
 def _randomize(model, seed):

@@ -13,7 +13,7 @@ from keras3_helpers import KERAS2, KERAS3, h5_datasets, max_abs, same_arrays, tf
 import rnnx  # noqa: E402
 from rnnx.canonical import Bundle, Direction, RecurrentLayer  # noqa: E402
 from rnnx.canonical.activations import HARD_SIGMOID_KERAS2, SIGMOID, TANH  # noqa: E402
-from rnnx.formats import keras3_weights  # noqa: E402
+from rnnx.formats.keras3 import weights as keras3_weights  # noqa: E402
 
 MODELS = ("stack", "bidir", "mixed")
 
@@ -186,7 +186,7 @@ def test_refusal_names_each_feature_keras3_lacks():
 def test_hard_sigmoid_deviation_is_the_reference_difference(tmp_path):
     from rnnx.canonical import reference
     from rnnx.canonical.activations import HARD_SIGMOID_KERAS3
-    from rnnx.formats.keras3_layout import activation_deviation
+    from rnnx.formats.keras3.layout import activation_deviation
 
     layer = _layer(activations=(HARD_SIGMOID_KERAS2, TANH, TANH))
     x = np.random.default_rng(0).standard_normal((8, 32, 3))

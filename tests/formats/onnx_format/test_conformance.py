@@ -20,7 +20,7 @@ from onnx_helpers import make_model, max_abs, session  # noqa: E402
 
 from rnnx.canonical import reference  # noqa: E402
 from rnnx.errors import UnsupportedError  # noqa: E402
-from rnnx.formats import onnx_model, onnx_nodes  # noqa: E402
+from rnnx.formats.onnx_format import model as onnx_model, nodes as onnx_nodes  # noqa: E402
 
 CASES = ("test_gru_batchwise", "test_gru_defaults", "test_gru_seq_length", "test_gru_with_initial_bias",
          "test_lstm_batchwise", "test_lstm_defaults", "test_lstm_with_initial_bias", "test_lstm_with_peepholes")

@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from onnx_helpers import make_model, max_abs, session  # noqa: E402
 
 import rnnx  # noqa: E402
-from rnnx.formats import onnx_model  # noqa: E402
+from rnnx.formats.onnx_format import model as onnx_model  # noqa: E402
 
 MODELS = ("dtln_lstm_stateful.onnx", "gtcrn_gru.onnx")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _recurrent(model):

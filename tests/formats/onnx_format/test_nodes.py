@@ -1,4 +1,4 @@
-"""The node-emission API (rnnx.formats.onnx_nodes): every cell variant run in onnxruntime against the
+"""The node-emission API (rnnx.formats.onnx_format.nodes): every cell variant run in onnxruntime against the
 numpy reference, and the canonical <-> ONNX array conversion exact both ways."""
 
 import sys
@@ -16,7 +16,7 @@ from rnnx.canonical import reference  # noqa: E402
 from rnnx.canonical.activations import (HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, RELU, TANH,  # noqa: E402
                                         Activation)
 from rnnx.errors import UnsupportedError, UsageError  # noqa: E402
-from rnnx.formats import onnx_model, onnx_nodes  # noqa: E402
+from rnnx.formats.onnx_format import model as onnx_model, nodes as onnx_nodes  # noqa: E402
 
 VARIANTS = {
     "lstm": dict(cell="lstm"),

@@ -16,7 +16,7 @@ from onnx_helpers import make_model, max_abs, random_layer, session  # noqa: E40
 import rnnx  # noqa: E402
 from rnnx.canonical import Bundle, reference  # noqa: E402
 from rnnx.errors import UsageError  # noqa: E402
-from rnnx.formats import onnx_model, onnx_nodes  # noqa: E402
+from rnnx.formats.onnx_format import model as onnx_model, nodes as onnx_nodes  # noqa: E402
 
 SEQ, BATCH, IN = 6, 2, 3
 

@@ -15,7 +15,7 @@ from onnx_helpers import random_layer  # noqa: E402
 import rnnx  # noqa: E402
 from rnnx.canonical import Bundle  # noqa: E402
 from rnnx.errors import FormatError, RnnxError  # noqa: E402
-from rnnx.formats import onnx_model  # noqa: E402
+from rnnx.formats.onnx_format import model as onnx_model  # noqa: E402
 
 
 def _one_sentence(proc):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rnnx
-from rnnx.formats import torch_layout
+from rnnx.formats.torch_format import layout as torch_layout
 
 RNG = np.random.default_rng(5)
 BATCH, SEQ = 3, 7

@@ -7,7 +7,7 @@ import pytest
 
 from rnnx import Bundle, Direction, OpaqueLayer, RecurrentLayer, UnsupportedError
 from rnnx.canonical.activations import HARD_SIGMOID_KERAS2, RELU, SIGMOID, TANH
-from rnnx.formats import torch_layout
+from rnnx.formats.torch_format import layout as torch_layout
 
 RNG = np.random.default_rng(2)
 

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 import rnnx
 from rnnx.errors import FormatError, UnsupportedError
-from rnnx.formats import torch_zip
+from rnnx.formats.torch_format import zip_pickle as torch_zip
 
 FIXTURES = ["cells.pt", "checkpoint.ckpt", "gru_fp16.pt", "gru_stack.pt", "lstm_proj.pth", "lstm_stack.pt",
             "lstm_stack_batch_first.pt", "rnn_nobias.pt"]
@@ -325,7 +325,7 @@ def test_pickle_code_never_runs(tmp_path, cli, monkeypatch, payload):
     work.mkdir()
     done = cli("inspect", path, cwd=work)
     assert done.returncode == 2 and "arbitrary pickle code" in done.stderr and "Traceback" not in done.stderr
-    code = (f"from rnnx.formats import torch_zip\n"
+    code = (f"from rnnx.formats.torch_format import zip_pickle as torch_zip\n"
             f"try: torch_zip.load_state({str(path)!r})\nexcept Exception as e: print(e)")
     said = run_python(code, work).stdout
     assert "which rnnx refuses to run" in said and str(path) in said

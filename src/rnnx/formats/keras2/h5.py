@@ -59,13 +59,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..canonical import Bundle, OpaqueLayer, RecurrentLayer
-from ..canonical.activations import SIGMOID, TANH, Activation, from_keras, to_keras
-from ..errors import FormatError, UnsupportedError
-from ..io import atomic_output
-from . import keras2_config as kc
-from . import keras2_layout as layout
-from . import unheld_call_options
+from ...canonical import Bundle, OpaqueLayer, RecurrentLayer
+from ...canonical.activations import SIGMOID, TANH, Activation, from_keras, to_keras
+from ...errors import FormatError, UnsupportedError
+from ...io import atomic_output
+from . import config as kc
+from . import layout
+from .. import unheld_call_options
 
 FORMAT = "keras-h5"
 RNNX_ATTR = "rnnx_layer"

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..canonical import Direction
-from ..canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, gate_count, reorder
+from ...canonical import Direction
+from ...canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, gate_count, reorder
 
 KERAS_ORDER = {"lstm": LSTM_KERAS, "gru": GRU_KERAS, "rnn": RNN_CANONICAL}
 VARIANTS = ("plain", "gru-2row", "cudnn")

@@ -23,9 +23,9 @@ claimed than the archive holds is refused before anything is read. Bundle conven
 
 Writing needs an architecture: a `.keras` source or a `.weights.h5` read with `--config`
 (a Keras 3 `model.to_json()`), whose config is kept as is, or a Keras 2 source with a model
-config (.h5 full model, or a weights file with --config), which keras3_config translates to
+config (.h5 full model, or a weights file with --config), which config.py translates to
 the Keras 3 schema. Weights go to the paths Keras 3 derives
-from that config (see keras3_layout). Sources without an architecture (a weights file,
+from that config (see layout.py). Sources without an architecture (a weights file,
 PyTorch, ONNX) are refused with a pointer to `.weights.h5` or `--config`.
 """
 
@@ -38,12 +38,12 @@ import time
 import zipfile
 from pathlib import Path
 
-from .. import __version__
-from ..canonical import Bundle, RecurrentLayer
-from ..errors import FormatError, UnsupportedError
-from ..io import atomic_output, safe_member_name
-from . import keras3_layout as layout
-from .keras3_weights import _activation_notes, bundle_from_h5, run_keras3_layer
+from ... import __version__
+from ...canonical import Bundle, RecurrentLayer
+from ...errors import FormatError, UnsupportedError
+from ...io import atomic_output, safe_member_name
+from . import layout
+from .weights import _activation_notes, bundle_from_h5, run_keras3_layer
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -186,7 +186,7 @@ def keras3_config_of(bundle: Bundle, path: Path, accept_activation_change: bool 
                          "model (compile it again to train).")
         return config, notes
     if source.get("format") == "keras-h5":
-        from . import keras3_config
+        from . import config as keras3_config
 
         return keras3_config.translate(config, {l.name: l for l in bundle.layers}, accept_activation_change,
                                        source=source.get("path"))

@@ -26,15 +26,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..canonical import RecurrentLayer
-from ..canonical.activations import HARD_SIGMOID_KERAS2
-from ..errors import FormatError, UnsupportedError
-from .keras3_layout import KERAS_CLASS, RECURRENT_CLASSES, activation_names, deviation_note
+from ...canonical import RecurrentLayer
+from ...canonical.activations import HARD_SIGMOID_KERAS2
+from ...errors import FormatError, UnsupportedError
+from .layout import KERAS_CLASS, RECURRENT_CLASSES, activation_names, deviation_note
 
 Shape = list  # [None, 5, 3]
 
 # The config keys of each Keras 3.15 layer class besides name, trainable and dtype
-# (read from each class's get_config(); tests/formats/test_keras3_config.py checks them).
+# (read from each class's get_config(); tests/formats/keras3/test_config.py checks them).
 KEYS3: dict[str, tuple[str, ...]] = {
     "Embedding": ("input_dim", "output_dim", "embeddings_initializer", "embeddings_regularizer",
                   "activity_regularizer", "embeddings_constraint", "mask_zero"),

@@ -32,10 +32,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..canonical import Direction, RecurrentLayer
-from ..canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, Activation, from_keras, to_keras
-from ..errors import FormatError, UnsupportedError
-from . import keras2_layout
+from ...canonical import Direction, RecurrentLayer
+from ...canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, Activation, from_keras, to_keras
+from ...errors import FormatError, UnsupportedError
+from ..keras2 import layout as keras2_layout
 
 # Keras recurrent layer classes and the canonical cell each holds.
 RECURRENT_CLASSES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
@@ -168,7 +168,7 @@ def activation_deviation(layer: RecurrentLayer, seed: int = 0, batch: int = 8, s
     """Largest output change of `layer` when Keras 2 hard_sigmoid becomes Keras 3's, on N(0, 1) inputs."""
     from dataclasses import replace
 
-    from ..canonical import reference
+    from ...canonical import reference
 
     changed = replace(layer, activations=tuple(HARD_SIGMOID_KERAS3 if a == HARD_SIGMOID_KERAS2 else a
                                                for a in layer.activations))
@@ -393,7 +393,7 @@ def _item_path(item) -> str:
 
 
 def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, provenance: dict):
-    from ..canonical import OpaqueLayer
+    from ...canonical import OpaqueLayer
 
     name = cl.qualified_name
     rnn_config = None
@@ -441,7 +441,7 @@ def _layer_path(path: str) -> str:
 
 
 def _items_without_config(groups: dict[str, VarGroup], where: str, provenance: dict) -> list:
-    from ..canonical import OpaqueLayer
+    from ...canonical import OpaqueLayer
 
     by_layer: dict[str, list[str]] = {}
     for path, group in groups.items():
@@ -643,7 +643,7 @@ def _entries_from_config(bundle, model_config: dict, accept_activation_change: b
 def _nested_part(by_name: dict, cl: ConfigLayer, used: set):
     """A nested model's layer read from a Keras 2 file: its weights sit in the outer group's OpaqueLayer,
     named `<inner>/<weight>` (the Keras 2 reader's convention)."""
-    from ..canonical import OpaqueLayer
+    from ...canonical import OpaqueLayer
 
     outer = cl.scope[0]
     inner = "/".join(cl.scope[1:] + (cl.name,)) + "/"

@@ -1,7 +1,7 @@
 """`.weights.h5`: Keras 3 `model.save_weights` / `model.load_weights` files.
 
 Reading (any Keras 3 release, Windows-written files included): the tree described in
-keras3_layout.py becomes a Bundle. Bundle conventions:
+layout.py becomes a Bundle. Bundle conventions:
 
 - source: format "keras3-weights", has_architecture False, keras_version None (the file
   does not say; it is a Keras 3 file). Read with `config=` (a Keras 3 `model.to_json()`),
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..canonical import Bundle, RecurrentLayer
-from ..errors import FormatError, UnsupportedError, UsageError
-from ..io import atomic_output
-from . import keras3_layout as layout
-from . import unheld_call_options
+from ...canonical import Bundle, RecurrentLayer
+from ...errors import FormatError, UnsupportedError, UsageError
+from ...io import atomic_output
+from . import layout
+from .. import unheld_call_options
 
 
 def read(path: Path, config=None, **_options) -> Bundle:
@@ -115,7 +115,7 @@ def tree_entries(bundle: Bundle, accept_activation_change: bool, use_config: boo
     if bundle.source.get("model_config") and fmt in ("keras", "keras3-weights"):
         config = bundle.source["model_config"]
     elif bundle.source.get("model_config") and fmt == "keras-h5":
-        from . import keras3_config
+        from . import config as keras3_config
 
         try:
             config, _ = keras3_config.translate(bundle.source["model_config"],

@@ -39,12 +39,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import __version__
-from ..canonical import Bundle, RecurrentLayer
-from ..errors import FormatError, UnsupportedError, UsageError
-from ..io import atomic_output
-from . import onnx_nodes, unheld_call_options
-from .onnx_nodes import DEFAULT_OPSET, MIN_OPSET_OPTIONAL_STATES, OP_TYPE
+from ... import __version__
+from ...canonical import Bundle, RecurrentLayer
+from ...errors import FormatError, UnsupportedError, UsageError
+from ...io import atomic_output
+from . import nodes as onnx_nodes
+from .. import unheld_call_options
+from .nodes import DEFAULT_OPSET, MIN_OPSET_OPTIONAL_STATES, OP_TYPE
 
 RECURRENT_OPS = tuple(OP_TYPE.values())
 _MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one serialized model
@@ -329,7 +330,7 @@ def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | Non
     notes: list[str] = []
     if layer is None and bundle.source.get("has_architecture"):
         try:
-            from ..graph import export_model
+            from ...graph import export_model
         except ImportError as exc:
             if not (exc.name or "").startswith("rnnx.graph"):
                 raise

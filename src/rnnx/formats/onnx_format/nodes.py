@@ -59,10 +59,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..canonical import gates
-from ..canonical.activations import Activation
-from ..canonical.model import ACTIVATION_COUNT, DEFAULT_ACTIVATIONS, Direction, RecurrentLayer
-from ..errors import FormatError, UnsupportedError, UsageError
+from ...canonical import gates
+from ...canonical.activations import Activation
+from ...canonical.model import ACTIVATION_COUNT, DEFAULT_ACTIVATIONS, Direction, RecurrentLayer
+from ...errors import FormatError, UnsupportedError, UsageError
 
 DEFAULT_OPSET = 14
 MIN_OPSET = 7  # LSTM-7 / GRU-7 / RNN-7: the forms every runtime knows

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..canonical import Bundle, Direction, OpaqueLayer, RecurrentLayer
-from ..canonical.activations import RELU, SIGMOID, TANH
-from ..canonical.gates import CANONICAL_ORDER, GRU_TORCH, LSTM_TORCH, RNN_CANONICAL, reorder
-from ..errors import FormatError, UnsupportedError
+from ...canonical import Bundle, Direction, OpaqueLayer, RecurrentLayer
+from ...canonical.activations import RELU, SIGMOID, TANH
+from ...canonical.gates import CANONICAL_ORDER, GRU_TORCH, LSTM_TORCH, RNN_CANONICAL, reorder
+from ...errors import FormatError, UnsupportedError
 
 TORCH_ORDER = {"lstm": LSTM_TORCH, "gru": GRU_TORCH, "rnn": RNN_CANONICAL}
 CELL_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}

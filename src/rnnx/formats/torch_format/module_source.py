@@ -19,12 +19,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from .. import __version__
-from ..canonical import Bundle
-from ..errors import UnsupportedError
-from ..io import atomic_output
-from . import torch_layout
-from .torch_layout import refusal  # noqa: F401  (the format protocol: refusal(layer))
+from ... import __version__
+from ...canonical import Bundle
+from ...errors import UnsupportedError
+from ...io import atomic_output
+from . import layout as torch_layout
+from .layout import refusal  # noqa: F401  (the format protocol: refusal(layer))
 
 _HELPER = '''
 

@@ -1,12 +1,12 @@
 """Format "torch": state dicts and checkpoints written by torch.save (.pt, .pth, .bin, .ckpt, .tar).
 
-Zip-format files (torch.save's default since 1.6) are read by torch_zip with numpy alone
+Zip-format files (torch.save's default since 1.6) are read by zip_pickle with numpy alone
 and a restricted unpickler; legacy files (pickle streams) only with
 `torch.load(path, map_location="cpu", weights_only=True)`. Either way a checkpoint that needs
 arbitrary pickle code (a whole pickled model, a custom class) is refused and nothing from it
 runs. Nested checkpoints (`{'epoch', 'model', 'optimizer'}`,
 Lightning's `{'state_dict': ...}`) are searched for the dict holding the recurrent weights;
-see torch_layout for how keys become layers. torch is imported only here, lazily, to
+see layout.py for how keys become layers. torch is imported only here, lazily, to
 read legacy files, write .pt files and run layers for verify.
 """
 
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..canonical import Bundle, RecurrentLayer
-from ..errors import FormatError, UnsupportedError
-from ..io import atomic_output
-from . import torch_layout, torch_zip
-from .torch_layout import refusal  # noqa: F401  (the format protocol: refusal(layer))
+from ...canonical import Bundle, RecurrentLayer
+from ...errors import FormatError, UnsupportedError
+from ...io import atomic_output
+from . import layout as torch_layout
+from . import zip_pickle as torch_zip
+from .layout import refusal  # noqa: F401  (the format protocol: refusal(layer))
 
 
 def _torch():

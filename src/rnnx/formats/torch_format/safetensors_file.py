@@ -12,17 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..canonical import Bundle, RecurrentLayer
-from ..errors import FormatError
-from ..io import atomic_output
-from . import torch_layout, torch_pt, torch_zip
-from .torch_layout import refusal  # noqa: F401  (the format protocol: refusal(layer))
+from ...canonical import Bundle, RecurrentLayer
+from ...errors import FormatError
+from ...io import atomic_output
+from . import layout as torch_layout
+from . import pt as torch_pt
+from . import zip_pickle as torch_zip
+from .layout import refusal  # noqa: F401  (the format protocol: refusal(layer))
 
 
 def read(path: Path, **options) -> Bundle:
     from safetensors import safe_open
 
-    from . import rnnx_file
+    from .. import rnnx_file
 
     try:
         with safe_open(str(path), framework="numpy") as f:
@@ -89,6 +91,6 @@ def write(bundle: Bundle, path: Path, **_options) -> list[str]:
 
 
 def run_layer(path: Path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
-    from .torch_pt import run_written_layer
+    from .pt import run_written_layer
 
     return run_written_layer(read(path), path, layer, x)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError
-from ..io import safe_member_name
+from ...errors import FormatError
+from ...io import safe_member_name
 
 # torch storage class -> torch dtype name; dtype name -> numpy dtype (None: numpy has none)
 STORAGE_DTYPES = {

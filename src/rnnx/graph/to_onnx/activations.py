@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from ..canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3
-from ..errors import UnsupportedError
+from ...canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3
+from ...errors import UnsupportedError
 from .context import Context
 
 Emit = Callable[[Context, str, str], str]  # (ctx, x, hint) -> y

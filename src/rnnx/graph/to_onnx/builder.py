@@ -5,9 +5,9 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from ..canonical import Bundle
-from ..errors import FormatError, UsageError
-from . import config as keras_config
+from ...canonical import Bundle
+from ...errors import FormatError, UsageError
+from .. import config as keras_config
 from .context import Context, LayerCall, Value
 from .registry import lookup
 

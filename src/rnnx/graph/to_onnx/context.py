@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from ..canonical import OpaqueLayer, RecurrentLayer
-from ..errors import FormatError
+from ...canonical import OpaqueLayer, RecurrentLayer
+from ...errors import FormatError
 
 
 @dataclass(frozen=True)

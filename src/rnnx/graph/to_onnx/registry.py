@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import UnsupportedError
+from ...errors import UnsupportedError
 
 Converter = Callable  # (ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Value]
 

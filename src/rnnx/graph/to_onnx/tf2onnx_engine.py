@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import UnsupportedError, UsageError
-from ..io import atomic_output
+from ...errors import UnsupportedError, UsageError
+from ...io import atomic_output
 
 NEEDS = "the tf2onnx engine needs TensorFlow, tf_keras and tf2onnx: pip install 'rnnx[tf]'"
 
@@ -33,8 +33,8 @@ def _import_stack():
 
 def load_tf_keras_model(bundle, workdir: Path):
     """The bundle's Keras 2 model in tf_keras, CuDNN layers rewritten into CPU layers."""
-    from .. import api
-    from ..formats import keras2_config
+    from ... import api
+    from ...formats.keras2 import config as keras2_config
 
     source = bundle.source
     if source.get("format") != "keras-h5":

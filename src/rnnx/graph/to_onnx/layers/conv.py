@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import activations
-from ...errors import UnsupportedError
+from ....errors import UnsupportedError
 from ..context import Context, LayerCall, Value
 from ..registry import converter
 

@@ -60,7 +60,7 @@ def softmax(ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Value]:
     axis = call.option("axis", -1)
     if isinstance(axis, list):
         if len(axis) != 1:
-            from ...errors import UnsupportedError
+            from ....errors import UnsupportedError
             raise UnsupportedError(f"Layer {call.name!r} (Softmax) normalizes over several axes {axis}; "
                                    f"rnnx's native export handles one axis. Try --engine tf2onnx.")
         axis = axis[0]

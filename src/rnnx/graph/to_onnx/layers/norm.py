@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import UnsupportedError
+from ....errors import UnsupportedError
 from ..context import Context, LayerCall, Value
 from ..registry import converter
 

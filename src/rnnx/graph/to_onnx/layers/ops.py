@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from onnx import TensorProto
 
-from ...errors import UnsupportedError
+from ....errors import UnsupportedError
 from ..context import Context, LayerCall, Value
 from ..registry import TF2ONNX_HINT, converter
 

@@ -1,7 +1,7 @@
 """LSTM, GRU, SimpleRNN, CuDNNLSTM, CuDNNGRU and Bidirectional as real ONNX LSTM / GRU / RNN ops.
 
 The weights come canonical from the Keras reader (CuDNN kernels already untangled); the node
-comes from `rnnx.formats.onnx_nodes.emit_layer`. Around it this module does what Keras does
+comes from `rnnx.formats.onnx_format.nodes.emit_layer`. Around it this module does what Keras does
 around its cell:
 
 - a Keras mask becomes `sequence_lens` (the count of kept steps), exact for right-padded batches;
@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from ...errors import UnsupportedError
-from ...formats import onnx_nodes
+from ....errors import UnsupportedError
+from ....formats.onnx_format import nodes as onnx_nodes
 from ..context import Context, LayerCall, Value
 from ..registry import TF2ONNX_HINT, converter
 
