@@ -15,6 +15,7 @@ LSTM_KERAS = ("i", "f", "c", "o")
 LSTM_CUDNN = ("i", "f", "c", "o")
 LSTM_TORCH = ("i", "f", "c", "o")
 LSTM_ONNX = ("i", "o", "f", "c")
+LSTM_TF1 = ("i", "c", "f", "o")  # TF1 LSTMCell, BasicLSTMCell, LSTMBlockCell: i, j, f, o
 
 # GRU: reset, update, new (candidate).
 GRU_CANONICAL = ("r", "z", "n")
@@ -22,6 +23,7 @@ GRU_KERAS = ("z", "r", "n")  # Keras GRU and the stored order of Keras 2 CuDNNGR
 GRU_CUDNN = ("r", "z", "n")
 GRU_TORCH = ("r", "z", "n")
 GRU_ONNX = ("z", "r", "n")
+GRU_TF1 = ("r", "z", "n")  # TF1 GRUCell: gates/kernel r, u, then candidate/kernel
 
 RNN_CANONICAL = ("h",)
 

@@ -1,0 +1,391 @@
+"""TF1 name-based checkpoints (tf.train.Saver): variables by scope -> canonical layers.
+
+    layers_from_variables(variables, meta_path=None, forget_bias=None) -> (items, notes)
+
+`variables` maps each checkpoint name to an array-like (.shape, .dtype, numpy on demand);
+where the arrays came from (rnnx's bundle reader, TensorFlow) does not matter. A cell is
+found by its scope's last name (the names TF gives its cells, table CELLS) and its
+variables, with TF 1.0-1.1 names (weights / biases) or later ones (kernel / bias), under
+any scope prefix or none:
+
+- LSTM cells: kernel (in + p, 4u) acting on [x, h] in gate order i, j, f, o
+  (gates.LSTM_TF1), bias (4u), optional peepholes w_i_diag, w_f_diag, w_o_diag and
+  projection/kernel (u, p). forget_bias is not stored: it is read from the `.meta` graph
+  when there is one, else TF's default for the cell is used and a note names it; the
+  `forget_bias` argument overrides both (except for the cuDNN-compatible cell, which has
+  none). It is folded into the f-gate bias.
+- GRUCell: gates/kernel (in + u, 2u) in order r, u; candidate/kernel (in + u, u):
+  a reset-before GRU. CudnnCompatibleGRUCell (candidate/input_projection and
+  candidate/hidden_projection) is reset-after, with the candidate's recurrent bias kept.
+- BasicRNNCell: kernel (in + u, u), tanh.
+- MultiRNNCell stacks give one layer per `cell_K`; `bidirectional_dynamic_rnn`'s
+  fw / bw scopes give one layer with two directions. Layers are named after the scope
+  that holds the cell (`rnn/multi_rnn_cell/cell_0`, `bidirectional_rnn`).
+- CudnnLSTM / CudnnGRU `opaque_kernel` buffers are decoded (tf1_cudnn.py); canonical
+  copies saved beside them are read too and must agree.
+
+Optimizer slots (`.../Adam`, `beta1_power`, ...) are dropped with a note; every other
+variable rides along as an OpaqueLayer per scope.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...canonical import gates
+from ...canonical.activations import RELU, SIGMOID, TANH
+from ...canonical.model import Direction, OpaqueLayer, RecurrentLayer
+from ...errors import FormatError, UnsupportedError
+from . import tf1_cudnn, tf1_meta
+
+
+@dataclass(frozen=True)
+class CellKind:
+    cell: str  # canonical cell: lstm | gru | rnn
+    class_name: str  # TF's class
+    forget_bias: float | None = None  # TF's default (LSTM only)
+    reset_after: bool = False  # GRU only
+
+
+# The scope name TF gives each cell class.
+CELLS = {
+    "basic_lstm_cell": CellKind("lstm", "BasicLSTMCell", 1.0),
+    "lstm_cell": CellKind("lstm", "LSTMCell", 1.0),  # also LSTMBlockCell's scope
+    "lstm_fused_cell": CellKind("lstm", "LSTMBlockFusedCell", 1.0),
+    "cudnn_compatible_lstm_cell": CellKind("lstm", "CudnnCompatibleLSTMCell", 0.0),
+    "gru_cell": CellKind("gru", "GRUCell"),
+    "cudnn_compatible_gru_cell": CellKind("gru", "CudnnCompatibleGRUCell", reset_after=True),
+    "basic_rnn_cell": CellKind("rnn", "BasicRNNCell"),
+}
+FIXED_FORGET_BIAS = {"CudnnCompatibleLSTMCell"}  # the class passes forget_bias=0 itself
+KERNEL, BIAS = ("kernel", "weights"), ("bias", "biases")
+PEEPHOLES = ("w_i_diag", "w_f_diag", "w_o_diag")  # canonical P order i, f, o
+OPAQUE_KERNEL = "opaque_kernel"
+TF_ACTIVATIONS = {"Tanh": TANH, "Relu": RELU, "Sigmoid": SIGMOID}
+
+# Optimizer state: slot variables end in these names; the rest are accumulators.
+_SLOT = re.compile(r"(Adam|Adam_\d+|Momentum|RMSProp|RMSProp_\d+|Adagrad|AdagradDA|Adadelta|Adadelta_\d+|"
+                   r"Ftrl|Ftrl_\d+|ProximalAdagrad|ExponentialMovingAverage|AMSGrad)")
+_ACCUMULATORS = {"beta1_power", "beta2_power"}
+
+
+@dataclass
+class Cell:
+    """One cell scope and its variables (relative name -> checkpoint name)."""
+
+    scope: str
+    kind: CellKind
+    names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def basename(self) -> str:
+        return self.scope.rpartition("/")[2]
+
+
+class _Reader:
+    def __init__(self, variables, meta_path, forget_bias, where):
+        self.variables = variables
+        self.meta_path = Path(meta_path) if meta_path is not None else None
+        self.forget_bias_override = forget_bias
+        self.where = f"{where}: " if where else ""
+        self.notes: list[str] = []
+        self._graphs = None
+
+    # --- helpers --------------------------------------------------------------
+    def array(self, name: str) -> np.ndarray:
+        value = self.variables[name]
+        if np.dtype(value.dtype).kind != "f":
+            raise FormatError(f"{self.where}variable {name!r} holds {np.dtype(value.dtype)} values where a "
+                              f"float weight is expected; this is not a checkpoint of a TF recurrent cell.")
+        return np.asarray(value)
+
+    def shape(self, name: str) -> tuple:
+        return tuple(int(d) for d in self.variables[name].shape)
+
+    def graphs(self):
+        if self._graphs is None and self.meta_path is not None:
+            self._graphs = tf1_meta.read(self.meta_path)
+        return self._graphs
+
+    # --- the walk ---------------------------------------------------------------
+    def read(self):
+        names = list(self.variables)
+        dropped = [n for n in names if _is_optimizer_state(n)]
+        kept = [n for n in names if n not in set(dropped)]
+        if dropped:
+            self.notes.append(f"ignored {len(dropped)} optimizer variable(s) (slots and accumulators such as "
+                              f"{dropped[0]!r}); they are training state, not weights")
+        cells, opaque_buffers, loose = _group(kept)
+        copies = {c.scope for c in cells if any(c.scope.startswith(s + "/") for s in opaque_buffers)}
+
+        items: list[tuple[str, object]] = []  # (sort key, item)
+        for scope, name in opaque_buffers.items():
+            mine = [c for c in cells if c.scope in copies and c.scope.startswith(scope + "/")]
+            for layer in tf1_cudnn.layers(self, scope, name, mine):
+                items.append((scope, layer))
+        for layer in self.recurrent_layers([c for c in cells if c.scope not in copies]):
+            items.append((layer.provenance["scope"], layer))
+        taken = {it.name for _, it in items}
+        for scope, members in loose.items():
+            name = _unique(scope, taken)
+            taken.add(name)
+            weights = [(leaf, np.asarray(self.variables[full])) for leaf, full in members]
+            items.append((scope, OpaqueLayer(name, None, weights, {"format": "tf1", "scope": scope})))
+        items.sort(key=lambda pair: _natural(pair[0]))
+        return [it for _, it in items], self.notes
+
+    def recurrent_layers(self, cells: list[Cell]) -> list[RecurrentLayer]:
+        by_scope = {c.scope: c for c in cells}
+        done: set[str] = set()
+        layers = []
+        for cell in sorted(cells, key=lambda c: _natural(c.scope)):
+            if cell.scope in done:
+                continue
+            parent, _, side = cell.scope.rpartition("/")[0].rpartition("/")
+            pair = None
+            if side in ("fw", "bw"):
+                other = f"{parent}/{'bw' if side == 'fw' else 'fw'}/{cell.basename}".lstrip("/")
+                if other in by_scope:
+                    pair = (cell, by_scope[other]) if side == "fw" else (by_scope[other], cell)
+            if pair:
+                done.update(c.scope for c in pair)
+                name = parent or "bidirectional_rnn"
+                layers.append(self.layer(name, list(pair)))
+            else:
+                done.add(cell.scope)
+                name = cell.scope.rpartition("/")[0] or cell.basename
+                layers.append(self.layer(name, [cell]))
+        taken: set[str] = set()
+        for layer in layers:
+            if layer.name in taken:
+                layer.name = layer.provenance["scope"]
+            taken.add(layer.name)
+        return layers
+
+    def layer(self, name: str, cells: list[Cell]) -> RecurrentLayer:
+        kind = cells[0].kind
+        built = [self.direction(c) for c in cells]
+        directions = [d for d, _ in built]
+        facts = [f for _, f in built]
+        if len({(d.W.shape, d.R.shape, tuple(d.tensors())) for d in directions}) > 1:
+            raise FormatError(f"{self.where}the fw and bw cells of {name!r} differ in shape or variables; "
+                              f"a bidirectional layer needs two cells of one size.")
+        activations = facts[0].get("activations")
+        if len({f.get("activations") for f in facts}) > 1:
+            raise UnsupportedError(f"{self.where}the fw and bw cells of {name!r} use different activations; "
+                                   f"rnnx holds one set per layer.")
+        provenance = {"format": "tf1", "class_name": facts[0].get("class_name", kind.class_name),
+                      "scope": cells[0].scope if len(cells) == 1 else name}
+        if kind.cell == "lstm":
+            provenance["forget_bias"] = [f["forget_bias"] for f in facts]
+            provenance["forget_bias_source"] = facts[0]["forget_bias_source"]
+        if len(cells) == 2:
+            provenance["directions"] = [c.scope for c in cells]
+        try:
+            return RecurrentLayer(name, kind.cell, directions, activations=activations,
+                                  reset_after=kind.reset_after, provenance=provenance)
+        except ValueError as e:
+            raise FormatError(f"{self.where}TF1 cell {cells[0].scope!r}: {e}.") from None
+
+    def direction(self, cell: Cell) -> tuple[Direction, dict]:
+        return {"lstm": self.lstm, "gru": self.gru, "rnn": self.rnn}[cell.kind.cell](cell)
+
+    # --- cells --------------------------------------------------------------------
+    def _need(self, cell: Cell, *options: tuple[str, ...]) -> list[str]:
+        found = []
+        for alternatives in options:
+            hit = next((cell.names[a] for a in alternatives if a in cell.names), None)
+            if hit is None:
+                held = ", ".join(sorted(cell.names)) or "nothing"
+                raise FormatError(f"{self.where}TF1 cell {cell.scope!r} ({cell.kind.class_name}) has no "
+                                  f"{' or '.join(alternatives)} variable (it holds {held}); this is not a layout "
+                                  f"rnnx knows.")
+            found.append(hit)
+        return found
+
+    def _misfit(self, cell: Cell, shapes: str, expected: str):
+        return FormatError(f"{self.where}TF1 cell {cell.scope!r} ({cell.kind.class_name}): {shapes} fit no known "
+                           f"layout ({expected}).")
+
+    def lstm(self, cell: Cell) -> tuple[Direction, dict]:
+        kernel_name, bias_name = self._need(cell, KERNEL, BIAS)
+        ks, bs = self.shape(kernel_name), self.shape(bias_name)
+        proj_name = next((cell.names[f"projection/{k}"] for k in KERNEL if f"projection/{k}" in cell.names), None)
+        units = bs[0] // 4 if len(bs) == 1 else 0
+        proj = self.shape(proj_name) if proj_name else None
+        hidden = proj[1] if proj else units
+        expected = "kernel (input + units, 4 units), bias (4 units,), projection/kernel (units, proj)"
+        if (len(ks) != 2 or len(bs) != 1 or bs[0] % 4 or not units or ks[1] != bs[0] or ks[0] <= hidden
+                or (proj and (len(proj) != 2 or proj[0] != units))):
+            raise self._misfit(cell, f"kernel {ks}, bias {bs}" + (f", projection {proj}" if proj else ""), expected)
+        peephole_names = [cell.names.get(p) for p in PEEPHOLES]
+        if any(peephole_names) and not all(peephole_names):
+            raise self._misfit(cell, "peepholes " + ", ".join(p for p, n in zip(PEEPHOLES, peephole_names) if n),
+                               "all three of w_i_diag, w_f_diag, w_o_diag or none")
+        if all(peephole_names) and any(self.shape(n) != (units,) for n in peephole_names):
+            raise self._misfit(cell, "peepholes of shapes " + ", ".join(str(self.shape(n)) for n in peephole_names),
+                               f"three vectors of {units}")
+        inputs = ks[0] - hidden
+        K, b = self.array(kernel_name), self.array(bias_name)
+        facts = self.lstm_facts(cell, kernel_name)
+        f_block = slice(gates.LSTM_CANONICAL.index("f") * units, (gates.LSTM_CANONICAL.index("f") + 1) * units)
+        b_w = gates.reorder(b, gates.LSTM_TF1, gates.LSTM_CANONICAL).copy()
+        if facts["forget_bias"]:
+            b_w[f_block] = (b_w[f_block].astype(np.float64) + facts["forget_bias"]).astype(b.dtype)
+        d = Direction(
+            W=np.ascontiguousarray(gates.reorder(K[:inputs].T, gates.LSTM_TF1, gates.LSTM_CANONICAL)),
+            R=np.ascontiguousarray(gates.reorder(K[inputs:].T, gates.LSTM_TF1, gates.LSTM_CANONICAL)),
+            b_w=b_w,
+            P=np.concatenate([self.array(n) for n in peephole_names]) if all(peephole_names) else None,
+            proj=np.ascontiguousarray(self.array(proj_name).T) if proj_name else None,
+        )
+        return d, facts
+
+    def lstm_facts(self, cell: Cell, kernel: str) -> dict:
+        """forget_bias (value and where it came from), activations and class, from the .meta graph if any."""
+        kind = cell.kind
+        facts = {"class_name": kind.class_name, "activations": None}
+        graph_facts = None
+        if self.graphs() is not None:
+            graph_facts = tf1_meta.lstm_facts(self.graphs(), [kernel], list(self.variables)).get(kernel)
+        if graph_facts is not None:
+            if graph_facts.clipped:
+                raise UnsupportedError(
+                    f"{self.where}TF1 cell {cell.scope!r} clips its cell state or projection (cell_clip / "
+                    f"proj_clip in the .meta graph); TensorFlow clips the state itself, which no rnnx target "
+                    f"expresses, so it is refused rather than converted to different numbers.")
+            acts = graph_facts.activations - {"Identity"}
+            if len(acts) == 1 and next(iter(acts)) in TF_ACTIVATIONS:
+                act = TF_ACTIVATIONS[next(iter(acts))]
+                facts["activations"] = (SIGMOID, act, act)
+            elif acts:
+                raise UnsupportedError(f"{self.where}TF1 cell {cell.scope!r} applies {', '.join(sorted(acts))} to "
+                                       f"its candidate; rnnx reads tanh, relu and sigmoid cells.")
+            if kind.class_name == "LSTMCell" and graph_facts.op is not None:  # the scope name both share
+                facts["class_name"] = "LSTMBlockCell" if graph_facts.op == "LSTMBlockCell" else "LSTMBlockFusedCell"
+        if kind.class_name in FIXED_FORGET_BIAS:
+            facts.update(forget_bias=kind.forget_bias, forget_bias_source="class")
+        elif self.forget_bias_override is not None:
+            facts.update(forget_bias=float(self.forget_bias_override), forget_bias_source="argument")
+        elif graph_facts is not None and len(graph_facts.forget_bias) == 1:
+            facts.update(forget_bias=next(iter(graph_facts.forget_bias)), forget_bias_source="meta")
+        elif graph_facts is not None and graph_facts.forget_bias:
+            raise UnsupportedError(f"{self.where}the .meta graph adds several forget biases to cell {cell.scope!r} "
+                                   f"({sorted(graph_facts.forget_bias)}); pass --forget-bias F to say which.")
+        else:
+            why = "no .meta graph was read" if self.graphs() is None else "the .meta graph does not show it"
+            facts.update(forget_bias=kind.forget_bias, forget_bias_source=f"default ({why})")
+        return facts
+
+    def gru(self, cell: Cell) -> tuple[Direction, dict]:
+        gk, gb = self._need(cell, tuple(f"gates/{k}" for k in KERNEL), tuple(f"gates/{b}" for b in BIAS))
+        gks, gbs = self.shape(gk), self.shape(gb)
+        units = gks[1] // 2 if len(gks) == 2 else 0
+        if cell.kind.reset_after:
+            ik, ib, hk, hb = self._need(cell, *(tuple(f"candidate/{p}_projection/{k}" for k in names)
+                                                for p in ("input", "hidden") for names in (KERNEL, BIAS)))
+            iks, ibs, hks, hbs = (self.shape(n) for n in (ik, ib, hk, hb))
+            inputs = gks[0] - units if units else 0
+            if (len(gks) != 2 or gks[1] % 2 or inputs <= 0 or gbs != (2 * units,) or iks != (inputs, units)
+                    or ibs != (units,) or hks != (units, units) or hbs != (units,)):
+                raise self._misfit(cell, f"gates/kernel {gks}, gates/bias {gbs}, input_projection {iks}, "
+                                         f"hidden_projection {hks}",
+                                   "gates (input + units, 2 units), projections (input, units) and (units, units)")
+            G, bg = self.array(gk), self.array(gb)
+            zeros = np.zeros(2 * units, bg.dtype)
+            d = Direction(
+                W=np.concatenate([G[:inputs].T, self.array(ik).T]),
+                R=np.concatenate([G[inputs:].T, self.array(hk).T]),
+                b_w=np.concatenate([bg, self.array(ib)]),
+                b_r=np.concatenate([zeros, self.array(hb)]),
+            )
+            return d, {}
+        ck, cb = self._need(cell, tuple(f"candidate/{k}" for k in KERNEL), tuple(f"candidate/{b}" for b in BIAS))
+        cks, cbs = self.shape(ck), self.shape(cb)
+        inputs = gks[0] - units if units else 0
+        if (len(gks) != 2 or gks[1] % 2 or inputs <= 0 or gbs != (2 * units,) or cks != (gks[0], units)
+                or cbs != (units,)):
+            raise self._misfit(cell, f"gates/kernel {gks}, gates/bias {gbs}, candidate/kernel {cks}, "
+                                     f"candidate/bias {cbs}",
+                               "gates (input + units, 2 units) and candidate (input + units, units)")
+        G, C = self.array(gk), self.array(ck)
+        d = Direction(
+            W=gates.reorder(np.concatenate([G[:inputs].T, C[:inputs].T]), gates.GRU_TF1, gates.GRU_CANONICAL),
+            R=gates.reorder(np.concatenate([G[inputs:].T, C[inputs:].T]), gates.GRU_TF1, gates.GRU_CANONICAL),
+            b_w=gates.reorder(np.concatenate([self.array(gb), self.array(cb)]), gates.GRU_TF1, gates.GRU_CANONICAL),
+        )
+        return d, {}
+
+    def rnn(self, cell: Cell) -> tuple[Direction, dict]:
+        kernel_name, bias_name = self._need(cell, KERNEL, BIAS)
+        ks, bs = self.shape(kernel_name), self.shape(bias_name)
+        if len(ks) != 2 or len(bs) != 1 or ks[1] != bs[0] or ks[0] <= bs[0]:
+            raise self._misfit(cell, f"kernel {ks}, bias {bs}", "kernel (input + units, units), bias (units,)")
+        K = self.array(kernel_name)
+        inputs = ks[0] - bs[0]
+        return Direction(W=np.ascontiguousarray(K[:inputs].T), R=np.ascontiguousarray(K[inputs:].T),
+                         b_w=self.array(bias_name)), {}
+
+
+def layers_from_variables(variables, meta_path=None, forget_bias: float | None = None, where: str | None = None):
+    """Canonical layers (RecurrentLayer and OpaqueLayer, in scope order) and notes for the user."""
+    reader = _Reader(variables, meta_path, forget_bias, where)
+    items, notes = reader.read()
+    notes = notes + _forget_bias_notes([it for it in items if isinstance(it, RecurrentLayer)])
+    return items, notes
+
+
+def _forget_bias_notes(layers: list[RecurrentLayer]) -> list[str]:
+    by_value: dict[tuple, list[str]] = {}
+    for layer in layers:
+        p = layer.provenance
+        if p.get("format") == "tf1" and p.get("forget_bias_source", "").startswith("default"):
+            key = (float(np.float32(p["forget_bias"][0])), p["class_name"], p["forget_bias_source"][9:-1])
+            by_value.setdefault(key, []).append(layer.name)
+    return [f"forget_bias {value:g} (TF's default for {cls}) folded into the forget-gate bias of "
+            f"{', '.join(names)}: the checkpoint does not store it and {why}; pass --forget-bias F if the "
+            f"model was built with another value"
+            for (value, cls, why), names in by_value.items()]
+
+
+def _is_optimizer_state(name: str) -> bool:
+    leaf = name.rpartition("/")[2]
+    return leaf in _ACCUMULATORS or ("/" in name and _SLOT.fullmatch(leaf) is not None)
+
+
+def _group(names: list[str]):
+    """Cells (by the deepest scope named like a TF cell), opaque cuDNN buffers, and loose variables by scope."""
+    cells: dict[str, Cell] = {}
+    opaque: dict[str, str] = {}
+    loose: dict[str, list[tuple[str, str]]] = {}
+    for name in names:
+        parts = name.split("/")
+        if parts[-1] == OPAQUE_KERNEL:
+            opaque["/".join(parts[:-1])] = name
+            continue
+        cut = next((i for i in range(len(parts) - 2, -1, -1) if parts[i] in CELLS), None)
+        if cut is None:  # a root-level variable is its own item, named after itself
+            scope, _, leaf = name.rpartition("/")
+            loose.setdefault(scope or name, []).append((leaf, name))
+            continue
+        scope = "/".join(parts[:cut + 1])
+        cell = cells.setdefault(scope, Cell(scope, CELLS[parts[cut]]))
+        cell.names["/".join(parts[cut + 1:])] = name
+    return list(cells.values()), opaque, loose
+
+
+def _natural(text: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _unique(name: str, taken: set) -> str:
+    if name not in taken:
+        return name
+    k = 1
+    while f"{name}_{k}" in taken:
+        k += 1
+    return f"{name}_{k}"

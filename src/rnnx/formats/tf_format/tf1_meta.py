@@ -1,0 +1,341 @@
+"""What a TF1 `.meta` graph says about its recurrent cells, read without TensorFlow.
+
+A `.meta` file is a serialized MetaGraphDef. rnnx decodes only the parts it needs with a
+small protobuf wire-format reader: the nodes of the main graph and of every function in
+its library (TF 2 control flow puts a `dynamic_rnn` loop body in a function), and of each
+node its name, op, inputs and a few attributes. The facts found per cell, keyed by the
+name of the cell's kernel variable:
+
+- forget_bias: the constant added to the f gate (`Add(split:2, Const)` after the fused
+  kernel's Split, or the `forget_bias` attribute of a BlockLSTM / LSTMBlockCell op);
+- the activation applied to the candidate j (`split:1`);
+- whether the cell clips its state or projection (TF clips the cell state c itself,
+  which ONNX's and rnnx's `clip` of activation inputs does not express);
+- the sizes of a CudnnRNN opaque buffer (the Const inputs of CudnnRNNParamsSize /
+  CudnnRNNParamsToCanonical) and its rnn_mode / direction / input_mode.
+
+Field numbers are TensorFlow's (tensorflow/core/protobuf/meta_graph.proto,
+framework/graph.proto, node_def.proto, attr_value.proto, function.proto, tensor.proto);
+tests compare them with TensorFlow's compiled descriptors.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import FormatError
+
+# message -> {field name: number}
+FIELDS = {
+    "MetaGraphDef": {"graph_def": 2},
+    "GraphDef": {"node": 1, "library": 2},
+    "FunctionDefLibrary": {"function": 1},
+    "FunctionDef": {"signature": 1, "node_def": 3},
+    "OpDef": {"name": 1},
+    "NodeDef": {"name": 1, "op": 2, "input": 3, "attr": 5},
+    "AttrValue": {"s": 2, "i": 3, "f": 4, "b": 5, "tensor": 8},
+    "TensorProto": {"dtype": 1, "tensor_content": 4, "float_val": 5, "double_val": 6, "int_val": 7},
+}
+# protobuf map<string, AttrValue> entries
+MAP_ENTRY = {"key": 1, "value": 2}
+
+DT_FLOAT, DT_DOUBLE, DT_INT32 = 1, 2, 3
+VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
+
+# Ops a variable's value passes through between the variable and the op that uses it.
+_PASS_THROUGH = {"Identity", "Enter", "ReadVariableOp", "Switch", "RefSwitch", "RefEnter", "Snapshot"}
+_VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp"}
+_ACTIVATION_OPS = {"Tanh": "Tanh", "Relu": "Relu", "Sigmoid": "Sigmoid"}
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise _Truncated
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def fields(buf: bytes):
+    """(field number, wire type, value) of each field of one message; value is an int or bytes."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == VARINT:
+            value, pos = _varint(buf, pos)
+        elif wire == LENGTH:
+            size, pos = _varint(buf, pos)
+            if size > end - pos:
+                raise _Truncated
+            value, pos = buf[pos:pos + size], pos + size
+        elif wire == FIXED32:
+            if pos + 4 > end:
+                raise _Truncated
+            value, pos = buf[pos:pos + 4], pos + 4
+        elif wire == FIXED64:
+            if pos + 8 > end:
+                raise _Truncated
+            value, pos = buf[pos:pos + 8], pos + 8
+        else:
+            raise _Truncated
+        yield number, wire, value
+
+
+@dataclass
+class Node:
+    name: str
+    op: str
+    inputs: list[str]
+    raw_attrs: list[bytes] = field(default_factory=list)
+
+    def attr(self, key: str):
+        """The decoded AttrValue `key` (float, int, bool, bytes or a TensorProto's first value), or None."""
+        for entry in self.raw_attrs:
+            parts = {n: v for n, _, v in fields(entry)}
+            if parts.get(MAP_ENTRY["key"], b"").decode("utf-8", "replace") == key:
+                return _attr_value(parts.get(MAP_ENTRY["value"], b""))
+        return None
+
+
+def _attr_value(buf: bytes):
+    A = FIELDS["AttrValue"]
+    for number, wire, value in fields(buf):
+        if number == A["f"] and wire == FIXED32:
+            return struct.unpack("<f", value)[0]
+        if number in (A["i"], A["b"]) and wire == VARINT:
+            return value if number == A["i"] else bool(value)
+        if number == A["s"]:
+            return bytes(value)
+        if number == A["tensor"]:
+            return _tensor_scalar(value)
+    return None
+
+
+def _tensor_scalar(buf: bytes):
+    """The first element of a numeric TensorProto (the Consts of a cell are scalars)."""
+    T = FIELDS["TensorProto"]
+    dtype, content, values = DT_FLOAT, None, []
+    for number, wire, value in fields(buf):
+        if number == T["dtype"]:
+            dtype = value
+        elif number == T["tensor_content"]:
+            content = value
+        elif number == T["float_val"]:
+            values += list(struct.unpack(f"<{len(value) // 4}f", value)) if wire == LENGTH else \
+                [struct.unpack("<f", value)[0]]
+        elif number == T["double_val"]:
+            values += list(struct.unpack(f"<{len(value) // 8}d", value)) if wire == LENGTH else \
+                [struct.unpack("<d", value)[0]]
+        elif number == T["int_val"]:
+            values += _packed_varints(value) if wire == LENGTH else [value]
+    if content:
+        fmt = {DT_FLOAT: "<f", DT_DOUBLE: "<d", DT_INT32: "<i"}.get(dtype)
+        size = struct.calcsize(fmt) if fmt else 0
+        return struct.unpack(fmt, content[:size])[0] if fmt and len(content) >= size else None
+    return values[0] if values else None
+
+
+def _packed_varints(buf: bytes) -> list[int]:
+    out, pos = [], 0
+    while pos < len(buf):
+        v, pos = _varint(buf, pos)
+        out.append(v - (1 << 64) if v >= 1 << 63 else v)
+    return out
+
+
+def _node(buf: bytes) -> Node:
+    N = FIELDS["NodeDef"]
+    name, op, inputs, attrs = "", "", [], []
+    for number, _, value in fields(buf):
+        if number == N["name"]:
+            name = value.decode("utf-8", "replace")
+        elif number == N["op"]:
+            op = value.decode("utf-8", "replace")
+        elif number == N["input"]:
+            inputs.append(value.decode("utf-8", "replace"))
+        elif number == N["attr"]:
+            attrs.append(value)
+    return Node(name, op, inputs, attrs)
+
+
+def read_graphs(meta_path: Path) -> list[dict[str, Node]]:
+    """The main graph and every library function, each as {node name: Node}."""
+    try:
+        data = Path(meta_path).read_bytes()
+        graph_def = b"".join(v for n, w, v in fields(data) if n == FIELDS["MetaGraphDef"]["graph_def"] and w == LENGTH)
+        main, functions = {}, []
+        for number, _, value in fields(graph_def):
+            if number == FIELDS["GraphDef"]["node"]:
+                node = _node(value)
+                main[node.name] = node
+            elif number == FIELDS["GraphDef"]["library"]:
+                for n, _, fn in fields(value):
+                    if n == FIELDS["FunctionDefLibrary"]["function"]:
+                        functions.append({nd.name: nd for nd in (_node(v) for k, _, v in fields(fn)
+                                                               if k == FIELDS["FunctionDef"]["node_def"])})
+    except (_Truncated, UnicodeDecodeError, struct.error):
+        raise FormatError(f"{meta_path}: the .meta graph is truncated or not a MetaGraphDef; "
+                          f"remove it or pass --forget-bias to read the checkpoint without it.") from None
+    if not main and not functions:
+        raise FormatError(f"{meta_path}: the .meta graph holds no graph nodes; remove it or pass --forget-bias "
+                          f"to read the checkpoint without it.")
+    return [main, *functions]
+
+
+@dataclass
+class CellFacts:
+    forget_bias: set = field(default_factory=set)
+    activations: set = field(default_factory=set)
+    clipped: bool = False
+    op: str | None = None  # BlockLSTM / LSTMBlockCell when the cell ran as one fused op
+
+
+@dataclass
+class CudnnFacts:
+    num_layers: int
+    num_units: int
+    input_size: int
+    rnn_mode: str
+    direction: str
+    input_mode: str
+
+
+def mangled(name: str) -> str:
+    """How TF 2 control flow spells a captured tensor inside a function's argument names."""
+    return re.sub(r"[^a-z0-9]", "_", name.lower())
+
+
+class Graphs:
+    """Look-ups across the main graph and the function bodies of one `.meta` file."""
+
+    def __init__(self, graphs: list[dict[str, Node]]):
+        self.graphs = graphs
+        self.consumers = []
+        for g in graphs:
+            by_source: dict[tuple[str, int], list[Node]] = {}
+            for node in g.values():
+                for ref in node.inputs:
+                    by_source.setdefault(_split_ref(ref), []).append(node)
+            self.consumers.append(by_source)
+
+    def variable_of(self, k: int, ref: str, variables: list[str]) -> str | None:
+        """The variable (one of `variables`) whose value reaches input `ref` of graph k."""
+        g = self.graphs[k]
+        name, _ = _split_ref(ref)
+        for _ in range(32):
+            node = g.get(name)
+            if node is None:  # a function argument: TF names it after the captured tensor
+                hits = [v for v in variables if mangled(v) + "_read" in name or name.endswith(mangled(v))]
+                if not hits:
+                    hits = [v for v in variables if mangled(v) in name]
+                return max(hits, key=len) if hits else None
+            if node.op in _VARIABLE_OPS:
+                return node.name if node.name in variables else None
+            if node.op not in _PASS_THROUGH or not node.inputs:
+                return None
+            name, _ = _split_ref(node.inputs[0])
+        return None
+
+    def const(self, k: int, ref: str):
+        node = self.graphs[k].get(_split_ref(ref)[0])
+        if node is None:
+            return None
+        if node.op == "Const":
+            return node.attr("value")
+        if node.op in _PASS_THROUGH and node.inputs:
+            return self.const(k, node.inputs[0])
+        return None
+
+
+def _split_ref(ref: str) -> tuple[str, int]:
+    """'node', 'node:2' (graph) or 'node:output:2' (function) -> (node, output index)."""
+    ref = ref.lstrip("^")
+    parts = ref.split(":")
+    if len(parts) >= 2 and parts[-1].isdigit():
+        return parts[0], int(parts[-1])
+    return parts[0], 0
+
+
+def read(meta_path: Path) -> Graphs:
+    return Graphs(read_graphs(meta_path))
+
+
+def lstm_facts(graphs: Graphs, kernels: list[str], all_variables: list[str]) -> dict[str, CellFacts]:
+    """forget_bias, activations and clipping of every fused-kernel LSTM cell found in the graph."""
+    facts: dict[str, CellFacts] = {}
+    for k, g in enumerate(graphs.graphs):
+        for node in g.values():
+            if node.op in ("BlockLSTM", "BlockLSTMV2", "LSTMBlockCell"):
+                w_index = 4 if node.op.startswith("BlockLSTM") else 3
+                if len(node.inputs) <= w_index:
+                    continue
+                kernel = graphs.variable_of(k, node.inputs[w_index], all_variables)
+                if kernel in kernels:
+                    f = facts.setdefault(kernel, CellFacts())
+                    f.op = node.op
+                    fb = node.attr("forget_bias")
+                    f.forget_bias.add(1.0 if fb is None else float(fb))
+                    clip = node.attr("cell_clip")
+                    f.clipped |= clip is not None and clip > 0
+                    f.activations.add("Tanh")
+            elif node.op == "Split" and node.attr("num_split") == 4 and len(node.inputs) == 2:
+                kernel = _fused_kernel(graphs, k, node.inputs[1], all_variables)
+                if kernel not in kernels:
+                    continue
+                f = facts.setdefault(kernel, CellFacts())
+                split = _split_ref(node.name + ":0")[0]
+                for consumer in graphs.consumers[k].get((split, 2), []):
+                    if consumer.op in ("Add", "AddV2"):
+                        other = [r for r in consumer.inputs if _split_ref(r) != (split, 2)]
+                        value = graphs.const(k, other[0]) if other else None
+                        if value is not None:
+                            f.forget_bias.add(float(value))
+                for consumer in graphs.consumers[k].get((split, 1), []):
+                    f.activations.add(_ACTIVATION_OPS.get(consumer.op, consumer.op))
+                scope = node.name.rpartition("/")[0] + "/"
+                f.clipped |= any(n.name.startswith(scope) and n.op in ("ClipByValue", "Minimum", "Maximum")
+                                 for n in g.values())
+    return facts
+
+
+def _fused_kernel(graphs: Graphs, k: int, ref: str, variables: list[str]) -> str | None:
+    """The kernel variable of MatMul -> BiasAdd -> (this Split input)."""
+    g = graphs.graphs[k]
+    node = g.get(_split_ref(ref)[0])
+    if node is None or node.op not in ("BiasAdd", "Add", "AddV2"):
+        return None
+    for ref2 in node.inputs:
+        mm = g.get(_split_ref(ref2)[0])
+        if mm is not None and mm.op == "MatMul" and len(mm.inputs) == 2:
+            return graphs.variable_of(k, mm.inputs[1], variables)
+    return None
+
+
+def cudnn_facts(graphs: Graphs, opaque: list[str], all_variables: list[str]) -> dict[str, CudnnFacts]:
+    """Sizes and mode of each CudnnRNN opaque buffer, from the ops that convert it."""
+    out: dict[str, CudnnFacts] = {}
+    for k, g in enumerate(graphs.graphs):
+        for node in g.values():
+            if node.op not in ("CudnnRNNParamsToCanonical", "CudnnRNNParamsToCanonicalV2") or len(node.inputs) < 4:
+                continue
+            variable = graphs.variable_of(k, node.inputs[3], all_variables)
+            sizes = [graphs.const(k, r) for r in node.inputs[:3]]
+            if variable not in opaque or any(not isinstance(s, int) for s in sizes):
+                continue
+            text = {a: (node.attr(a) or b"").decode("ascii", "replace") for a in ("rnn_mode", "direction", "input_mode")}
+            out[variable] = CudnnFacts(*sizes, text["rnn_mode"] or "lstm", text["direction"] or "unidirectional",
+                                       text["input_mode"] or "linear_input")
+    return out
