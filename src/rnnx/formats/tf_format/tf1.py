@@ -94,6 +94,7 @@ class _Reader:
         self.where = f"{where}: " if where else ""
         self.notes: list[str] = []
         self._graphs = None
+        self._lstm_facts = None
 
     # --- helpers --------------------------------------------------------------
     def array(self, name: str) -> np.ndarray:
@@ -251,7 +252,10 @@ class _Reader:
         facts = {"class_name": kind.class_name, "activations": None}
         graph_facts = None
         if self.graphs() is not None:
-            graph_facts = tf1_meta.lstm_facts(self.graphs(), [kernel], list(self.variables)).get(kernel)
+            if self._lstm_facts is None:  # one pass over the graph for every LSTM kernel of the file
+                kernels = [n for n in self.variables if n.rpartition("/")[2] in KERNEL]
+                self._lstm_facts = tf1_meta.lstm_facts(self.graphs(), kernels, list(self.variables))
+            graph_facts = self._lstm_facts.get(kernel)
         if graph_facts is not None:
             if graph_facts.clipped:
                 raise UnsupportedError(

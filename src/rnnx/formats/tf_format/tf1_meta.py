@@ -277,37 +277,36 @@ def lstm_facts(graphs: Graphs, kernels: list[str], all_variables: list[str]) -> 
     """forget_bias, activations and clipping of every fused-kernel LSTM cell found in the graph."""
     facts: dict[str, CellFacts] = {}
     for k, g in enumerate(graphs.graphs):
+        clip_scopes = {n.name.rpartition("/")[0] for n in g.values() if n.op in ("ClipByValue", "Minimum", "Maximum")}
         for node in g.values():
             if node.op in ("BlockLSTM", "BlockLSTMV2", "LSTMBlockCell"):
                 w_index = 4 if node.op.startswith("BlockLSTM") else 3
-                if len(node.inputs) <= w_index:
+                kernel = graphs.variable_of(k, node.inputs[w_index], all_variables) \
+                    if len(node.inputs) > w_index else None
+                if kernel not in kernels:
                     continue
-                kernel = graphs.variable_of(k, node.inputs[w_index], all_variables)
-                if kernel in kernels:
-                    f = facts.setdefault(kernel, CellFacts())
-                    f.op = node.op
-                    fb = node.attr("forget_bias")
-                    f.forget_bias.add(1.0 if fb is None else float(fb))
-                    clip = node.attr("cell_clip")
-                    f.clipped |= clip is not None and clip > 0
-                    f.activations.add("Tanh")
-            elif node.op == "Split" and node.attr("num_split") == 4 and len(node.inputs) == 2:
+                f = facts.setdefault(kernel, CellFacts())
+                f.op = node.op
+                fb = node.attr("forget_bias")
+                f.forget_bias.add(1.0 if fb is None else float(fb))
+                clip = node.attr("cell_clip")
+                f.clipped |= clip is not None and clip > 0
+                f.activations.add("Tanh")
+            elif node.op == "Split" and len(node.inputs) == 2 and node.attr("num_split") == 4:
                 kernel = _fused_kernel(graphs, k, node.inputs[1], all_variables)
                 if kernel not in kernels:
                     continue
                 f = facts.setdefault(kernel, CellFacts())
-                split = _split_ref(node.name + ":0")[0]
-                for consumer in graphs.consumers[k].get((split, 2), []):
+                for consumer in graphs.consumers[k].get((node.name, 2), []):  # f + forget_bias
                     if consumer.op in ("Add", "AddV2"):
-                        other = [r for r in consumer.inputs if _split_ref(r) != (split, 2)]
+                        other = [r for r in consumer.inputs if _split_ref(r) != (node.name, 2)]
                         value = graphs.const(k, other[0]) if other else None
                         if value is not None:
                             f.forget_bias.add(float(value))
-                for consumer in graphs.consumers[k].get((split, 1), []):
+                for consumer in graphs.consumers[k].get((node.name, 1), []):  # activation(j)
                     f.activations.add(_ACTIVATION_OPS.get(consumer.op, consumer.op))
-                scope = node.name.rpartition("/")[0] + "/"
-                f.clipped |= any(n.name.startswith(scope) and n.op in ("ClipByValue", "Minimum", "Maximum")
-                                 for n in g.values())
+                scope = node.name.rpartition("/")[0]
+                f.clipped |= any(s == scope or s.startswith(scope + "/") for s in clip_scopes)
     return facts
 
 
