@@ -311,3 +311,46 @@ def test_reading_imports_no_tensorflow():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert done.returncode == 0, done.stderr
+
+
+def test_cudnn_gru_opaque_buffer_and_compatible_copies_match_torch_gru():
+    """CudnnGRU and CudnnCompatibleGRUCell (TF 2.21 builds neither): a buffer laid out as cuDNN lays it out
+    (the layout checked on the real CudnnLSTM file), from the weights of a torch.nn.GRU, which computes
+    cuDNN's reset-after GRU; its canonical copies built as TF's saveable writes them."""
+    import torch
+
+    torch.manual_seed(3)
+    inputs, units = 3, 4
+    gru = torch.nn.GRU(inputs, units, batch_first=True, bidirectional=True)
+    p = {k: v.detach().numpy().astype(np.float32) for k, v in gru.state_dict().items()}
+    scope = "enc/cudnn_gru"
+    directions = ("", "_reverse")
+    buffer = np.concatenate([p[f"weight_ih_l0{s}"].ravel() for s in directions[:1]]
+                            + [p[f"weight_hh_l0{s}"].ravel() for s in directions[:1]]
+                            + [p[f"weight_ih_l0{s}"].ravel() for s in directions[1:]]
+                            + [p[f"weight_hh_l0{s}"].ravel() for s in directions[1:]]
+                            + [p[f"bias_{kind}_l0{s}"] for s in directions for kind in ("ih", "hh")])
+    variables = {f"{scope}/opaque_kernel": buffer}
+    for side, s in zip(("fw", "bw"), directions):
+        cell = f"{scope}/stack_bidirectional_rnn/cell_0/bidirectional_rnn/{side}/cudnn_compatible_gru_cell"
+        W, R, b_w, b_r = (p[f"{k}_l0{s}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        rz = slice(0, 2 * units)
+        variables[f"{cell}/gates/kernel"] = np.concatenate([W[rz], R[rz]], axis=1).T.copy()
+        variables[f"{cell}/gates/bias"] = b_w[rz] + b_r[rz]
+        variables[f"{cell}/candidate/input_projection/kernel"] = W[2 * units:].T.copy()
+        variables[f"{cell}/candidate/input_projection/bias"] = b_w[2 * units:]
+        variables[f"{cell}/candidate/hidden_projection/kernel"] = R[2 * units:].T.copy()
+        variables[f"{cell}/candidate/hidden_projection/bias"] = b_r[2 * units:]
+    items, notes = tf1.layers_from_variables(variables)
+    (layer,) = recurrent(items)
+    assert (layer.name, layer.provenance["class_name"], layer.kind, layer.num_directions) == \
+        (scope, "CudnnGRU", "gru", 2)
+    assert any("equals its canonical copies" in n for n in notes)
+    x = np.random.default_rng(4).uniform(-1, 1, (2, 6, inputs)).astype(np.float32)
+    with torch.no_grad():
+        want = gru(torch.from_numpy(x))[0].numpy().reshape(2, 6, 2, units)
+    assert max_abs(reference.run_batch_first(layer, x)[0], want) < TOL
+    copies_only = {k: v for k, v in variables.items() if not k.endswith("opaque_kernel")}
+    (pair,), _ = tf1.layers_from_variables(copies_only)  # the copies alone: CudnnCompatibleGRUCell x 2
+    assert (pair.provenance["class_name"], pair.kind, pair.num_directions) == ("CudnnCompatibleGRUCell", "gru", 2)
+    assert max_abs(reference.run_batch_first(pair, x)[0], want) < TOL
