@@ -136,6 +136,9 @@ def test_multi_rnn_stack_with_opaque_variables(tf, tmp_path):
     assert np.array_equal(opaque["embedding"]["embedding"], stored["embedding"])
     logits = np.tensordot(top_ref, opaque["rnnlm"]["softmax_w"], 1) + opaque["rnnlm"]["softmax_b"]
     assert max_abs(logits, ref["logits"]) < TOL
+    rnnx.save(Bundle(items, {"format": "tf1"}), tmp_path / "stack.rnnx")  # .rnnx carries the opaque tensors
+    back = {it.name: dict(it.weights) for it in rnnx.load(tmp_path / "stack.rnnx").others}
+    assert np.array_equal(back["rnnlm"]["softmax_w"], stored["rnnlm/softmax_w"])
 
 
 def test_root_scope_cells_without_meta_use_tf_defaults_with_a_note(tf, tmp_path):
