@@ -82,6 +82,9 @@ SINGLE = {  # fixture -> (layer name, class, forget_bias or None, cell kind, dir
     "block_lstm_fused": ("fused", "LSTMBlockFusedCell", 0.6, "lstm", 1),
     "cudnn_compatible_lstm": ("rnn", "CudnnCompatibleLSTMCell", 0.0, "lstm", 1),
     "bidirectional_lstm": ("bidirectional_rnn", "LSTMCell", 0.5, "lstm", 2),
+    "lstm_old_names": ("char_rnn", "BasicLSTMCell", 0.9, "lstm", 1),  # forget_bias found via the Saver's names
+    "lstm_block_cell": ("blockcell", "LSTMBlockCell", 0.4, "lstm", 1),
+    "gru_block_cell": ("gblock", "GRUBlockCell", None, "gru-reset-before", 1),
 }
 
 
@@ -139,6 +142,15 @@ def test_multi_rnn_stack_with_opaque_variables(tf, tmp_path):
     rnnx.save(Bundle(items, {"format": "tf1"}), tmp_path / "stack.rnnx")  # .rnnx carries the opaque tensors
     back = {it.name: dict(it.weights) for it in rnnx.load(tmp_path / "stack.rnnx").others}
     assert np.array_equal(back["rnnlm"]["softmax_w"], stored["rnnlm/softmax_w"])
+
+
+def test_activations_come_from_the_meta_graph(tf, tmp_path):
+    items, _, ref = read_fixture(tf, "relu_stack")
+    layers = recurrent(items)
+    assert [l.describe_activations() for l in layers] == ["Sigmoid, Relu, Relu", "Sigmoid, Relu", "Relu"]
+    top_ref, onnx_out = chain(layers, ref["x"], tmp_path)
+    assert max_abs(top_ref, ref["y"]) < TOL
+    assert max_abs(onnx_out[layers[-1].name][:, :, 0], ref["y"]) < TOL
 
 
 def test_root_scope_cells_without_meta_use_tf_defaults_with_a_note(tf, tmp_path):

@@ -95,6 +95,7 @@ class _Reader:
         self.notes: list[str] = []
         self._graphs = None
         self._lstm_facts = None
+        self._activations = None
 
     # --- helpers --------------------------------------------------------------
     def array(self, name: str) -> np.ndarray:
@@ -286,7 +287,7 @@ class _Reader:
         return facts
 
     def gru(self, cell: Cell) -> tuple[Direction, dict]:
-        gk, gb = self._need(cell, tuple(f"gates/{k}" for k in KERNEL), tuple(f"gates/{b}" for b in BIAS))
+        gk, gb = self._need(cell, (*(f"gates/{k}" for k in KERNEL), "w_ru"), (*(f"gates/{b}" for b in BIAS), "b_ru"))
         gks, gbs = self.shape(gk), self.shape(gb)
         units = gks[1] // 2 if len(gks) == 2 else 0
         if cell.kind.reset_after:
@@ -308,7 +309,7 @@ class _Reader:
                 b_r=np.concatenate([zeros, self.array(hb)]),
             )
             return d, {}
-        ck, cb = self._need(cell, tuple(f"candidate/{k}" for k in KERNEL), tuple(f"candidate/{b}" for b in BIAS))
+        ck, cb = self._need(cell, (*(f"candidate/{k}" for k in KERNEL), "w_c"), (*(f"candidate/{b}" for b in BIAS), "b_c"))
         cks, cbs = self.shape(ck), self.shape(cb)
         inputs = gks[0] - units if units else 0
         if (len(gks) != 2 or gks[1] % 2 or inputs <= 0 or gbs != (2 * units,) or cks != (gks[0], units)
@@ -317,12 +318,16 @@ class _Reader:
                                      f"candidate/bias {cbs}",
                                "gates (input + units, 2 units) and candidate (input + units, units)")
         G, C = self.array(gk), self.array(ck)
+        act = self.activation_after(cell, ck)
         d = Direction(
             W=gates.reorder(np.concatenate([G[:inputs].T, C[:inputs].T]), gates.GRU_TF1, gates.GRU_CANONICAL),
             R=gates.reorder(np.concatenate([G[inputs:].T, C[inputs:].T]), gates.GRU_TF1, gates.GRU_CANONICAL),
             b_w=gates.reorder(np.concatenate([self.array(gb), self.array(cb)]), gates.GRU_TF1, gates.GRU_CANONICAL),
         )
-        return d, {}
+        facts = {"activations": None if act is None else (SIGMOID, act)}
+        if "w_ru" in cell.names:
+            facts["class_name"] = "GRUBlockCell"
+        return d, facts
 
     def rnn(self, cell: Cell) -> tuple[Direction, dict]:
         kernel_name, bias_name = self._need(cell, KERNEL, BIAS)
@@ -331,8 +336,24 @@ class _Reader:
             raise self._misfit(cell, f"kernel {ks}, bias {bs}", "kernel (input + units, units), bias (units,)")
         K = self.array(kernel_name)
         inputs = ks[0] - bs[0]
+        act = self.activation_after(cell, kernel_name)
         return Direction(W=np.ascontiguousarray(K[:inputs].T), R=np.ascontiguousarray(K[inputs:].T),
-                         b_w=self.array(bias_name)), {}
+                         b_w=self.array(bias_name)), {"activations": None if act is None else (act,)}
+
+    def activation_after(self, cell: Cell, kernel: str):
+        """The activation the .meta graph applies to MatMul(kernel) + bias, or None (TF's default, tanh)."""
+        if self.graphs() is None:
+            return None
+        if self._activations is None:  # one pass over the graph for every kernel of the file
+            kernels = [n for n in self.variables if n.rpartition("/")[2] in KERNEL]
+            self._activations = tf1_meta.activations_after(self.graphs(), kernels, list(self.variables))
+        ops = self._activations.get(kernel, set())
+        if not ops:
+            return None
+        if len(ops) == 1 and next(iter(ops)) in TF_ACTIVATIONS:
+            return TF_ACTIVATIONS[next(iter(ops))]
+        raise UnsupportedError(f"{self.where}TF1 cell {cell.scope!r} applies {', '.join(sorted(ops))} where its "
+                               f"activation should be; rnnx reads tanh, relu and sigmoid cells.")
 
 
 def layers_from_variables(variables, meta_path=None, forget_bias: float | None = None, where: str | None = None):

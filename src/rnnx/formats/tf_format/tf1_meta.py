@@ -37,7 +37,7 @@ FIELDS = {
     "OpDef": {"name": 1},
     "NodeDef": {"name": 1, "op": 2, "input": 3, "attr": 5},
     "AttrValue": {"s": 2, "i": 3, "f": 4, "b": 5, "tensor": 8},
-    "TensorProto": {"dtype": 1, "tensor_content": 4, "float_val": 5, "double_val": 6, "int_val": 7},
+    "TensorProto": {"dtype": 1, "tensor_content": 4, "float_val": 5, "double_val": 6, "int_val": 7, "string_val": 8},
 }
 # protobuf map<string, AttrValue> entries
 MAP_ENTRY = {"key": 1, "value": 2}
@@ -103,11 +103,21 @@ class Node:
 
     def attr(self, key: str):
         """The decoded AttrValue `key` (float, int, bool, bytes or a TensorProto's first value), or None."""
+        raw = self.raw_attr(key)
+        return None if raw is None else _attr_value(raw)
+
+    def raw_attr(self, key: str) -> bytes | None:
         for entry in self.raw_attrs:
             parts = {n: v for n, _, v in fields(entry)}
             if parts.get(MAP_ENTRY["key"], b"").decode("utf-8", "replace") == key:
-                return _attr_value(parts.get(MAP_ENTRY["value"], b""))
+                return parts.get(MAP_ENTRY["value"], b"")
         return None
+
+    def const_strings(self) -> list[str]:
+        """The elements of a string Const (a Saver's tensor_names)."""
+        raw = self.raw_attr("value")
+        tensor = next((v for n, _, v in fields(raw) if n == FIELDS["AttrValue"]["tensor"]), None) if raw else None
+        return _strings(tensor) if tensor is not None else []
 
 
 def _attr_value(buf: bytes):
@@ -146,6 +156,12 @@ def _tensor_scalar(buf: bytes):
         size = struct.calcsize(fmt) if fmt else 0
         return struct.unpack(fmt, content[:size])[0] if fmt and len(content) >= size else None
     return values[0] if values else None
+
+
+def _strings(buf: bytes) -> list[str]:
+    """The string_val elements of a DT_STRING TensorProto."""
+    number = FIELDS["TensorProto"]["string_val"]
+    return [bytes(v).decode("utf-8", "replace") for n, w, v in fields(buf) if n == number and w == LENGTH]
 
 
 def _packed_varints(buf: bytes) -> list[int]:
@@ -230,20 +246,54 @@ class Graphs:
                 for ref in node.inputs:
                     by_source.setdefault(_split_ref(ref), []).append(node)
             self.consumers.append(by_source)
+        self.saved_as = self._saved_names()
+
+    def _saved_names(self) -> dict[str, str]:
+        """Graph variable -> the name a Saver stored it under (they differ when Saver(var_list={...}) renamed it)."""
+        out: dict[str, str] = {}
+        for k, g in enumerate(self.graphs):
+            for node in g.values():
+                if node.op not in ("SaveV2", "SaveSlices", "Save") or len(node.inputs) < 3:
+                    continue
+                names_node = g.get(_split_ref(node.inputs[1])[0])
+                names = names_node.const_strings() if names_node is not None and names_node.op == "Const" else []
+                first = 3 if node.op == "SaveV2" or node.op == "SaveSlices" else 2
+                for saved, ref in zip(names, node.inputs[first:]):
+                    graph_name = self._graph_variable(k, ref)
+                    if graph_name is not None:
+                        out[graph_name] = saved
+        return out
+
+    def _graph_variable(self, k: int, ref: str) -> str | None:
+        g = self.graphs[k]
+        name = _split_ref(ref)[0]
+        for _ in range(32):
+            node = g.get(name)
+            if node is None:
+                return None
+            if node.op in _VARIABLE_OPS:
+                return node.name
+            if node.op not in _PASS_THROUGH or not node.inputs:
+                return None
+            name = _split_ref(node.inputs[0])[0]
+        return None
 
     def variable_of(self, k: int, ref: str, variables: list[str]) -> str | None:
-        """The variable (one of `variables`) whose value reaches input `ref` of graph k."""
+        """The checkpoint variable (one of `variables`) whose value reaches input `ref` of graph k."""
         g = self.graphs[k]
         name, _ = _split_ref(ref)
         for _ in range(32):
             node = g.get(name)
             if node is None:  # a function argument: TF names it after the captured tensor
-                hits = [v for v in variables if mangled(v) + "_read" in name or name.endswith(mangled(v))]
+                graph_names = set(variables) | set(self.saved_as)
+                hits = [v for v in graph_names if mangled(v) + "_read" in name or name.endswith(mangled(v))]
                 if not hits:
-                    hits = [v for v in variables if mangled(v) in name]
-                return max(hits, key=len) if hits else None
+                    hits = [v for v in graph_names if mangled(v) in name]
+                found = self.saved_as.get(max(hits, key=len), max(hits, key=len)) if hits else None
+                return found if found in variables else None
             if node.op in _VARIABLE_OPS:
-                return node.name if node.name in variables else None
+                found = self.saved_as.get(node.name, node.name)
+                return found if found in variables else None
             if node.op not in _PASS_THROUGH or not node.inputs:
                 return None
             name, _ = _split_ref(node.inputs[0])
@@ -308,6 +358,23 @@ def lstm_facts(graphs: Graphs, kernels: list[str], all_variables: list[str]) -> 
                 scope = node.name.rpartition("/")[0]
                 f.clipped |= any(s == scope or s.startswith(scope + "/") for s in clip_scopes)
     return facts
+
+
+def activations_after(graphs: Graphs, kernels: list[str], all_variables: list[str]) -> dict[str, set[str]]:
+    """The ops applied to MatMul(x, kernel) + bias, per kernel: a GRU candidate's or an RNN cell's activation."""
+    found: dict[str, set[str]] = {}
+    for k, g in enumerate(graphs.graphs):
+        for node in g.values():
+            if node.op != "MatMul" or len(node.inputs) != 2:
+                continue
+            kernel = graphs.variable_of(k, node.inputs[1], all_variables)
+            if kernel not in kernels:
+                continue
+            for biased in graphs.consumers[k].get((node.name, 0), []):
+                if biased.op in ("BiasAdd", "Add", "AddV2"):
+                    found.setdefault(kernel, set()).update(
+                        _ACTIVATION_OPS.get(c.op, c.op) for c in graphs.consumers[k].get((biased.name, 0), []))
+    return found
 
 
 def _fused_kernel(graphs: Graphs, k: int, ref: str, variables: list[str]) -> str | None:
