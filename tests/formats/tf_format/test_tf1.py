@@ -144,6 +144,31 @@ def test_multi_rnn_stack_with_opaque_variables(tf, tmp_path):
     assert np.array_equal(back["rnnlm"]["softmax_w"], stored["rnnlm/softmax_w"])
 
 
+def test_bidirectional_stacks_are_two_stacks_the_bw_one_reversed(tf, tmp_path):
+    """bidirectional_dynamic_rnn(MultiRNNCell, MultiRNNCell): the bw cells run over reversed time."""
+    items, notes, ref = read_fixture(tf, "bidirectional_stacks")
+    layers = recurrent(items)
+    assert [(l.name, l.kind, bool(l.options.get("go_backwards"))) for l in layers] == [
+        ("bidirectional_rnn/bw/multi_rnn_cell/cell_0", "gru-reset-before", True),
+        ("bidirectional_rnn/bw/multi_rnn_cell/cell_1", "lstm", True),
+        ("bidirectional_rnn/fw/multi_rnn_cell/cell_0", "gru-reset-before", False),
+        ("bidirectional_rnn/fw/multi_rnn_cell/cell_1", "lstm", False)]
+    assert sum("reversed sequence" in n for n in notes) == 2
+    fw_top, _ = chain(layers[2:], ref["x"], tmp_path)
+    bw_top, _ = chain(layers[:2], ref["x"][:, ::-1], tmp_path)
+    assert max_abs(fw_top, ref["y_fw"]) < TOL
+    assert max_abs(bw_top[:, ::-1], ref["y_bw"]) < TOL
+    import onnxruntime
+
+    bw_first = layers[0]  # written as an ONNX direction="reverse" node: Y in input time order, as TF returns it
+    path = tmp_path / "bw.onnx"
+    rnnx.save(Bundle([bw_first], {"format": "tf1"}), path, layer=bw_first.name)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (Y,) = session.run(["Y"], {"X": ref["x"]})
+    want = reference.run_batch_first(bw_first, ref["x"][:, ::-1])[0][:, ::-1, 0]
+    assert max_abs(Y, want) < TOL
+
+
 def test_activations_come_from_the_meta_graph(tf, tmp_path):
     items, _, ref = read_fixture(tf, "relu_stack")
     layers = recurrent(items)

@@ -65,6 +65,7 @@ FIXED_FORGET_BIAS = {"CudnnCompatibleLSTMCell"}  # the class passes forget_bias=
 KERNEL, BIAS = ("kernel", "weights"), ("bias", "biases")
 PEEPHOLES = ("w_i_diag", "w_f_diag", "w_o_diag")  # canonical P order i, f, o
 OPAQUE_KERNEL = "opaque_kernel"
+_OTHER_SIDE = {"fw": "bw", "bw": "fw"}  # bidirectional_dynamic_rnn's scopes
 TF_ACTIVATIONS = {"Tanh": TANH, "Relu": RELU, "Sigmoid": SIGMOID}
 
 # Optimizer state: slot variables end in these names; the rest are accumulators.
@@ -141,26 +142,30 @@ class _Reader:
         return [it for _, it in items], self.notes
 
     def recurrent_layers(self, cells: list[Cell]) -> list[RecurrentLayer]:
-        by_scope = {c.scope: c for c in cells}
+        """One layer per cell, except that a bidirectional_dynamic_rnn's fw / bw cells form one layer."""
+        by_parent = {c.scope.rpartition("/")[0]: c for c in cells}
         done: set[str] = set()
         layers = []
         for cell in sorted(cells, key=lambda c: _natural(c.scope)):
             if cell.scope in done:
                 continue
-            parent, _, side = cell.scope.rpartition("/")[0].rpartition("/")
-            pair = None
-            if side in ("fw", "bw"):
-                other = f"{parent}/{'bw' if side == 'fw' else 'fw'}/{cell.basename}".lstrip("/")
-                if other in by_scope:
-                    pair = (cell, by_scope[other]) if side == "fw" else (by_scope[other], cell)
-            if pair:
+            parent = cell.scope.rpartition("/")[0]
+            outer, _, side = parent.rpartition("/")
+            partner = by_parent.get(f"{outer}/{_OTHER_SIDE[side]}".lstrip("/")) if side in _OTHER_SIDE else None
+            if partner is not None and partner.kind.cell == cell.kind.cell:
+                pair = [cell, partner] if side == "fw" else [partner, cell]
                 done.update(c.scope for c in pair)
-                name = parent or "bidirectional_rnn"
-                layers.append(self.layer(name, list(pair)))
-            else:
-                done.add(cell.scope)
-                name = cell.scope.rpartition("/")[0] or cell.basename
-                layers.append(self.layer(name, [cell]))
+                layers.append(self.layer(outer or "bidirectional_rnn", pair))
+                continue
+            done.add(cell.scope)
+            layer = self.layer(parent or cell.basename, [cell])
+            if "bw" in parent.split("/"):
+                # The bw half of bidirectional_dynamic_rnn(MultiRNNCell, MultiRNNCell): each of its cells runs
+                # over the reversed sequence, and TF returns the outputs in input order (ONNX direction reverse).
+                layer.options["go_backwards"] = True
+                self.notes.append(f"{layer.name}: runs over the reversed sequence (the bw side of a "
+                                  f"bidirectional_dynamic_rnn), its outputs in input order")
+            layers.append(layer)
         taken: set[str] = set()
         for layer in layers:
             if layer.name in taken:
