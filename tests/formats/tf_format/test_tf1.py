@@ -85,6 +85,7 @@ SINGLE = {  # fixture -> (layer name, class, forget_bias or None, cell kind, dir
     "lstm_old_names": ("char_rnn", "BasicLSTMCell", 0.9, "lstm", 1),  # forget_bias found via the Saver's names
     "lstm_block_cell": ("blockcell", "LSTMBlockCell", 0.4, "lstm", 1),
     "gru_block_cell": ("gblock", "GRUBlockCell", None, "gru-reset-before", 1),
+    "static_rnn_lstm": ("rnn", "LSTMCell", 0.2, "lstm", 1),
 }
 
 
@@ -235,12 +236,17 @@ def test_corpus_cudnn_lstm_opaque_buffer_equals_copies_and_tensorflow(tf, corpus
     copies, and run against TF's BlockLSTM (CudnnCompatibleLSTMCell's op) on the copies."""
     prefix = corpus / RNN_CTC
     variables = load(tf, prefix)
-    for meta in (Path(str(prefix) + ".meta"), None):  # sizes from the graph, then from the copies alone
-        items, notes = tf1.layers_from_variables(variables, meta)
+    meta = Path(str(prefix) + ".meta")
+    buffer_only = {k: v for k, v in variables.items() if "cudnn_compatible_lstm_cell" not in k}
+    decoded = []
+    for given, meta_path, checked in ((variables, meta, True), (variables, None, True), (buffer_only, meta, False)):
+        items, notes = tf1.layers_from_variables(given, meta_path)  # sizes from the graph and/or the copies
         (layer,) = recurrent(items)
         assert (layer.name, layer.provenance["class_name"], layer.units, layer.input_size, layer.num_directions) \
             == ("rnn_ctc_model/outputs/cudnn_lstm", "CudnnLSTM", 160, 28, 2)
-        assert any("equals its canonical copies" in n for n in notes)
+        assert any("equals its canonical copies" in n for n in notes) == checked
+        decoded.append(layer)
+    assert all(np.array_equal(a.directions[1].R, decoded[0].directions[1].R) for a in decoded)
     assert [it.name for it in items if isinstance(it, OpaqueLayer)] == ["rnn_ctc_model/outputs/dense"]
     copy = "rnn_ctc_model/outputs/cudnn_lstm/stack_bidirectional_rnn/cell_0/bidirectional_rnn/{}/" \
            "cudnn_compatible_lstm_cell/{}"
@@ -304,6 +310,14 @@ def test_integer_weights_and_missing_variables_are_refused():
         tf1.layers_from_variables(ints)
     with pytest.raises(FormatError, match="has no bias or biases variable"):
         tf1.layers_from_variables({"rnn/basic_rnn_cell/kernel": np.zeros((5, 2), np.float32)})
+
+
+def test_keras_layer_variables_are_refused_not_misread():
+    for scope in ("lstm", "lstm/lstm_cell"):  # tf.keras 1.x and 2.x names in a Saver checkpoint
+        keras = {f"{scope}/kernel": Claimed((3, 16)), f"{scope}/recurrent_kernel": Claimed((4, 16)),
+                 f"{scope}/bias": Claimed((16,))}
+        with pytest.raises(UnsupportedError, match=f"under '{scope}' are a Keras layer's"):
+            tf1.layers_from_variables(keras)
 
 
 def test_opaque_buffer_without_sizes_is_refused():

@@ -123,6 +123,13 @@ class _Reader:
             self.notes.append(f"ignored {len(dropped)} optimizer variable(s) (slots and accumulators such as "
                               f"{dropped[0]!r}); they are training state, not weights")
         cells, opaque_buffers, loose = _group(kept)
+        keras = [c.scope for c in cells if "recurrent_kernel" in c.names] + \
+            [scope for scope, members in loose.items() if "recurrent_kernel" in {leaf for leaf, _ in members}]
+        if keras:
+            raise UnsupportedError(
+                f"{self.where}the variables under {keras[0]!r} are a Keras layer's (kernel, recurrent_kernel), not a "
+                f"TF1 cell's, and their activations are not in the checkpoint; save the Keras model with "
+                f"model.save_weights('weights.h5') and convert that file.")
         copies = {c.scope for c in cells if any(c.scope.startswith(s + "/") for s in opaque_buffers)}
 
         items: list[tuple[str, object]] = []  # (sort key, item)
