@@ -1,6 +1,6 @@
 """TF1 name-based checkpoints (tf.train.Saver): variables by scope -> canonical layers.
 
-    layers_from_variables(variables, meta_path=None, forget_bias=None) -> (items, notes)
+    layers_from_variables(variables, meta_path=None, forget_bias=None, where=None) -> (items, notes)
 
 `variables` maps each checkpoint name to an array-like (.shape, .dtype, numpy on demand);
 where the arrays came from (rnnx's bundle reader, TensorFlow) does not matter. A cell is
@@ -14,18 +14,24 @@ any scope prefix or none:
   when there is one, else TF's default for the cell is used and a note names it; the
   `forget_bias` argument overrides both (except for the cuDNN-compatible cell, which has
   none). It is folded into the f-gate bias.
-- GRUCell: gates/kernel (in + u, 2u) in order r, u; candidate/kernel (in + u, u):
-  a reset-before GRU. CudnnCompatibleGRUCell (candidate/input_projection and
-  candidate/hidden_projection) is reset-after, with the candidate's recurrent bias kept.
-- BasicRNNCell: kernel (in + u, u), tanh.
+- GRUCell: gates/kernel (in + u, 2u) in order r, u; candidate/kernel (in + u, u)
+  (GRUBlockCell: w_ru, b_ru, w_c, b_c): a reset-before GRU. CudnnCompatibleGRUCell
+  (candidate/input_projection and candidate/hidden_projection) is reset-after, with the
+  candidate's recurrent bias kept.
+- BasicRNNCell: kernel (in + u, u).
+- Activations are not stored either: the `.meta` graph says which op follows each kernel
+  (tanh, TF's default, when there is no graph).
 - MultiRNNCell stacks give one layer per `cell_K`; `bidirectional_dynamic_rnn`'s
-  fw / bw scopes give one layer with two directions. Layers are named after the scope
-  that holds the cell (`rnn/multi_rnn_cell/cell_0`, `bidirectional_rnn`).
+  fw / bw cells give one layer with two directions (two MultiRNNCell stacks: a layer per
+  cell, the bw ones marked go_backwards). Layers are named after the scope that holds the
+  cell (`rnn/multi_rnn_cell/cell_0`, `bidirectional_rnn`).
 - CudnnLSTM / CudnnGRU `opaque_kernel` buffers are decoded (tf1_cudnn.py); canonical
   copies saved beside them are read too and must agree.
 
 Optimizer slots (`.../Adam`, `beta1_power`, ...) are dropped with a note; every other
-variable rides along as an OpaqueLayer per scope.
+variable rides along as an OpaqueLayer per scope. Keras layers saved by a Saver (kernel
++ recurrent_kernel) are refused: their activations are not in the file. `where` (the
+checkpoint's path) starts every error message.
 """
 
 from __future__ import annotations
@@ -321,7 +327,8 @@ class _Reader:
                 b_r=np.concatenate([zeros, self.array(hb)]),
             )
             return d, {}
-        ck, cb = self._need(cell, (*(f"candidate/{k}" for k in KERNEL), "w_c"), (*(f"candidate/{b}" for b in BIAS), "b_c"))
+        ck, cb = self._need(cell, (*(f"candidate/{k}" for k in KERNEL), "w_c"),
+                            (*(f"candidate/{b}" for b in BIAS), "b_c"))
         cks, cbs = self.shape(ck), self.shape(cb)
         inputs = gks[0] - units if units else 0
         if (len(gks) != 2 or gks[1] % 2 or inputs <= 0 or gbs != (2 * units,) or cks != (gks[0], units)

@@ -36,6 +36,8 @@ MODES = {
 SCOPE_MODES = {"cudnn_lstm": "lstm", "cudnn_gru": "gru", "cudnn_rnn_tanh": "rnn_tanh", "cudnn_rnn_relu": "rnn_relu"}
 COPY_MODES = {"lstm": "lstm", "gru": "gru"}
 _CELL_K = re.compile(r"(?:^|/)cell_(\d+)/")
+_KERNELS = ("kernel", "weights", "gates/kernel", "gates/weights")  # a copy's first kernel: rows = input + units
+_BIASES = ("bias", "biases", "gates/bias", "gates/biases")
 
 
 def layers(reader, scope: str, name: str, copies: list) -> list[RecurrentLayer]:
@@ -96,17 +98,16 @@ def _sizes(reader, scope, name, copies):
         return (facts.num_layers, facts.num_units, facts.input_size, facts.rnn_mode,
                 facts.direction == "bidirectional")
     if copies:
-        first = sorted(copies, key=lambda c: c.scope)[0]
+        first = min(copies, key=lambda c: c.scope)  # a layer-0 cell: cell_0 sorts first
         mode = COPY_MODES[first.kind.cell]
         stack = {int(m.group(1)) for c in copies if (m := _CELL_K.search(c.scope[len(scope):] + "/"))}
-        bias = next(first.names[b] for b in ("bias", "biases", "gates/bias", "gates/biases") if b in first.names)
-        kernel = next(first.names[k] for k in ("kernel", "weights", "gates/kernel", "gates/weights")
-                      if k in first.names)
+        kernel = next((first.names[k] for k in _KERNELS if k in first.names), None)
+        bias = next((first.names[b] for b in _BIASES if b in first.names), None)
+        if kernel is None or bias is None or len(reader.shape(bias)) != 1 or len(reader.shape(kernel)) != 2:
+            raise FormatError(f"{where}the canonical copy {first.scope!r} beside {name!r} has no kernel and bias "
+                              f"of the shapes a copy has, so the buffer's sizes are unknown.")
         units = reader.shape(bias)[0] // (4 if mode == "lstm" else 2)
-        layer0 = [c for c in copies if "/cell_0/" in c.scope[len(scope):] + "/"] or [first]
-        kernel0 = next(layer0[0].names[k] for k in ("kernel", "weights", "gates/kernel", "gates/weights")
-                       if k in layer0[0].names) if layer0 else kernel
-        return (max(stack) + 1 if stack else 1, units, reader.shape(kernel0)[0] - units, mode,
+        return (max(stack) + 1 if stack else 1, units, reader.shape(kernel)[0] - units, mode,
                 any("/bw/" in c.scope for c in copies))
     guess = SCOPE_MODES.get(scope.rpartition("/")[2], "a cuDNN RNN")
     raise FormatError(f"{where}{name!r} ({guess}) is a cuDNN opaque buffer whose layer sizes are neither in a "

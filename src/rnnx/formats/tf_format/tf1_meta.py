@@ -401,7 +401,8 @@ def cudnn_facts(graphs: Graphs, opaque: list[str], all_variables: list[str]) -> 
             sizes = [graphs.const(k, r) for r in node.inputs[:3]]
             if variable not in opaque or any(not isinstance(s, int) for s in sizes):
                 continue
-            text = {a: (node.attr(a) or b"").decode("ascii", "replace") for a in ("rnn_mode", "direction", "input_mode")}
+            text = {a: (node.attr(a) or b"").decode("ascii", "replace")
+                    for a in ("rnn_mode", "direction", "input_mode")}
             out[variable] = CudnnFacts(*sizes, text["rnn_mode"] or "lstm", text["direction"] or "unidirectional",
                                        text["input_mode"] or "linear_input")
     return out
