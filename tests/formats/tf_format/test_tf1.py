@@ -335,6 +335,29 @@ def test_damaged_meta_graph_is_one_sentence(tmp_path):
         tf1.layers_from_variables(variables, bad)
 
 
+def test_damaged_meta_bytes_give_rnnx_errors_only(tmp_path):
+    """Flipped bytes and truncations anywhere in a .meta: the result is a layer or an RnnxError, never a crash."""
+    import random
+
+    from rnnx.errors import RnnxError
+
+    source = (FIXTURES / "multi_rnn_stack" / "model.ckpt.meta").read_bytes()
+    scope = "rnnlm/rnn/multi_rnn_cell/cell_0/basic_lstm_cell"
+    variables = {f"{scope}/kernel": np.zeros((7, 16), np.float32), f"{scope}/bias": np.zeros(16, np.float32)}
+    rng, path, outcomes = random.Random(11), tmp_path / "model.ckpt.meta", set()
+    for _ in range(120):
+        damaged = bytearray(source)
+        for _ in range(rng.randint(1, 20)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        path.write_bytes(bytes(damaged[:rng.randrange(len(damaged))] if rng.random() < 0.3 else damaged))
+        try:
+            tf1.layers_from_variables(variables, path)
+            outcomes.add("read")
+        except RnnxError as e:
+            outcomes.add(type(e).__name__)
+    assert {"read", "FormatError"} <= outcomes
+
+
 def test_meta_field_numbers_equal_tensorflows_descriptors(tf):
     from tensorflow.core.framework import attr_value_pb2, function_pb2, graph_pb2, node_def_pb2, op_def_pb2, tensor_pb2
     from tensorflow.core.protobuf import meta_graph_pb2

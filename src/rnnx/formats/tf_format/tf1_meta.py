@@ -21,6 +21,7 @@ tests compare them with TensorFlow's compiled descriptors.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass, field
@@ -53,6 +54,25 @@ _ACTIVATION_OPS = {"Tanh": "Tanh", "Relu": "Relu", "Sigmoid": "Sigmoid"}
 
 class _Truncated(Exception):
     pass
+
+
+_UNDECODABLE = (_Truncated, UnicodeDecodeError, struct.error)
+
+
+def _damaged(meta_path) -> FormatError:
+    return FormatError(f"{meta_path}: the .meta graph is truncated or not a MetaGraphDef; "
+                       f"remove it or pass --forget-bias to read the checkpoint without it.")
+
+
+def _decoding(function):
+    """Attributes are decoded when asked for: a damaged one is a FormatError naming the file."""
+    @functools.wraps(function)
+    def wrapper(graphs, *args, **kwargs):
+        try:
+            return function(graphs, *args, **kwargs)
+        except _UNDECODABLE:
+            raise _damaged(graphs.path) from None
+    return wrapper
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -94,6 +114,17 @@ def fields(buf: bytes):
         yield number, wire, value
 
 
+def _blob(wire: int, value) -> bytes:
+    """A length-delimited field's bytes; any other wire type where one is expected means a damaged file."""
+    if wire != LENGTH:
+        raise _Truncated
+    return value
+
+
+def _text(wire: int, value) -> str:
+    return _blob(wire, value).decode("utf-8", "replace")
+
+
 @dataclass
 class Node:
     name: str
@@ -108,7 +139,7 @@ class Node:
 
     def raw_attr(self, key: str) -> bytes | None:
         for entry in self.raw_attrs:
-            parts = {n: v for n, _, v in fields(entry)}
+            parts = {n: _blob(w, v) for n, w, v in fields(entry)}
             if parts.get(MAP_ENTRY["key"], b"").decode("utf-8", "replace") == key:
                 return parts.get(MAP_ENTRY["value"], b"")
         return None
@@ -116,7 +147,8 @@ class Node:
     def const_strings(self) -> list[str]:
         """The elements of a string Const (a Saver's tensor_names)."""
         raw = self.raw_attr("value")
-        tensor = next((v for n, _, v in fields(raw) if n == FIELDS["AttrValue"]["tensor"]), None) if raw else None
+        tensor = next((_blob(w, v) for n, w, v in fields(raw) if n == FIELDS["AttrValue"]["tensor"]), None) \
+            if raw else None
         return _strings(tensor) if tensor is not None else []
 
 
@@ -128,9 +160,9 @@ def _attr_value(buf: bytes):
         if number in (A["i"], A["b"]) and wire == VARINT:
             return value if number == A["i"] else bool(value)
         if number == A["s"]:
-            return bytes(value)
+            return bytes(_blob(wire, value))
         if number == A["tensor"]:
-            return _tensor_scalar(value)
+            return _tensor_scalar(_blob(wire, value))
     return None
 
 
@@ -139,18 +171,18 @@ def _tensor_scalar(buf: bytes):
     T = FIELDS["TensorProto"]
     dtype, content, values = DT_FLOAT, None, []
     for number, wire, value in fields(buf):
-        if number == T["dtype"]:
+        if number == T["dtype"] and wire == VARINT:
             dtype = value
         elif number == T["tensor_content"]:
-            content = value
+            content = _blob(wire, value)
         elif number == T["float_val"]:
-            values += list(struct.unpack(f"<{len(value) // 4}f", value)) if wire == LENGTH else \
-                [struct.unpack("<f", value)[0]]
+            values += list(struct.unpack(f"<{len(value) // 4}f", value[:len(value) // 4 * 4])) \
+                if wire == LENGTH else [struct.unpack("<f", value)[0]]
         elif number == T["double_val"]:
-            values += list(struct.unpack(f"<{len(value) // 8}d", value)) if wire == LENGTH else \
-                [struct.unpack("<d", value)[0]]
+            values += list(struct.unpack(f"<{len(value) // 8}d", value[:len(value) // 8 * 8])) \
+                if wire == LENGTH else [struct.unpack("<d", value)[0]]
         elif number == T["int_val"]:
-            values += _packed_varints(value) if wire == LENGTH else [value]
+            values += _packed_varints(value) if wire == LENGTH else [value] if wire == VARINT else []
     if content:
         fmt = {DT_FLOAT: "<f", DT_DOUBLE: "<d", DT_INT32: "<i"}.get(dtype)
         size = struct.calcsize(fmt) if fmt else 0
@@ -175,15 +207,15 @@ def _packed_varints(buf: bytes) -> list[int]:
 def _node(buf: bytes) -> Node:
     N = FIELDS["NodeDef"]
     name, op, inputs, attrs = "", "", [], []
-    for number, _, value in fields(buf):
+    for number, wire, value in fields(buf):
         if number == N["name"]:
-            name = value.decode("utf-8", "replace")
+            name = _text(wire, value)
         elif number == N["op"]:
-            op = value.decode("utf-8", "replace")
+            op = _text(wire, value)
         elif number == N["input"]:
-            inputs.append(value.decode("utf-8", "replace"))
+            inputs.append(_text(wire, value))
         elif number == N["attr"]:
-            attrs.append(value)
+            attrs.append(_blob(wire, value))
     return Node(name, op, inputs, attrs)
 
 
@@ -193,18 +225,18 @@ def read_graphs(meta_path: Path) -> list[dict[str, Node]]:
         data = Path(meta_path).read_bytes()
         graph_def = b"".join(v for n, w, v in fields(data) if n == FIELDS["MetaGraphDef"]["graph_def"] and w == LENGTH)
         main, functions = {}, []
-        for number, _, value in fields(graph_def):
+        for number, wire, value in fields(graph_def):
             if number == FIELDS["GraphDef"]["node"]:
-                node = _node(value)
+                node = _node(_blob(wire, value))
                 main[node.name] = node
             elif number == FIELDS["GraphDef"]["library"]:
-                for n, _, fn in fields(value):
+                for n, w, fn in fields(_blob(wire, value)):
                     if n == FIELDS["FunctionDefLibrary"]["function"]:
-                        functions.append({nd.name: nd for nd in (_node(v) for k, _, v in fields(fn)
+                        functions.append({nd.name: nd for nd in (_node(_blob(w2, v)) for k, w2, v in
+                                                               fields(_blob(w, fn))
                                                                if k == FIELDS["FunctionDef"]["node_def"])})
-    except (_Truncated, UnicodeDecodeError, struct.error):
-        raise FormatError(f"{meta_path}: the .meta graph is truncated or not a MetaGraphDef; "
-                          f"remove it or pass --forget-bias to read the checkpoint without it.") from None
+    except _UNDECODABLE:
+        raise _damaged(meta_path) from None
     if not main and not functions:
         raise FormatError(f"{meta_path}: the .meta graph holds no graph nodes; remove it or pass --forget-bias "
                           f"to read the checkpoint without it.")
@@ -237,8 +269,9 @@ def mangled(name: str) -> str:
 class Graphs:
     """Look-ups across the main graph and the function bodies of one `.meta` file."""
 
-    def __init__(self, graphs: list[dict[str, Node]]):
+    def __init__(self, graphs: list[dict[str, Node]], path: Path | None = None):
         self.graphs = graphs
+        self.path = path
         self.consumers = []
         for g in graphs:
             by_source: dict[tuple[str, int], list[Node]] = {}
@@ -320,9 +353,14 @@ def _split_ref(ref: str) -> tuple[str, int]:
 
 
 def read(meta_path: Path) -> Graphs:
-    return Graphs(read_graphs(meta_path))
+    graphs = read_graphs(meta_path)
+    try:
+        return Graphs(graphs, meta_path)
+    except _UNDECODABLE:
+        raise _damaged(meta_path) from None
 
 
+@_decoding
 def lstm_facts(graphs: Graphs, kernels: list[str], all_variables: list[str]) -> dict[str, CellFacts]:
     """forget_bias, activations and clipping of every fused-kernel LSTM cell found in the graph."""
     facts: dict[str, CellFacts] = {}
@@ -360,6 +398,7 @@ def lstm_facts(graphs: Graphs, kernels: list[str], all_variables: list[str]) -> 
     return facts
 
 
+@_decoding
 def activations_after(graphs: Graphs, kernels: list[str], all_variables: list[str]) -> dict[str, set[str]]:
     """The ops applied to MatMul(x, kernel) + bias, per kernel: a GRU candidate's or an RNN cell's activation."""
     found: dict[str, set[str]] = {}
@@ -390,6 +429,7 @@ def _fused_kernel(graphs: Graphs, k: int, ref: str, variables: list[str]) -> str
     return None
 
 
+@_decoding
 def cudnn_facts(graphs: Graphs, opaque: list[str], all_variables: list[str]) -> dict[str, CudnnFacts]:
     """Sizes and mode of each CudnnRNN opaque buffer, from the ops that convert it."""
     out: dict[str, CudnnFacts] = {}
