@@ -231,6 +231,43 @@ def test_corpus_basic_lstm_tf17_matches_tensorflow_block_lstm(tf, corpus, tmp_pa
     assert max_abs(onnx_out[layers[1].name][:, :, 0], h_tf) < TOL
 
 
+def test_corpus_char_model_to_torch_with_embedding_and_softmax(tf, corpus, tmp_path):
+    """The .meta graph shows the embedding (a Gather's table) and the softmax (MatMul + bias): the .pt
+    target holds them as nn.Embedding and nn.Linear, and the whole char model in torch matches TensorFlow."""
+    import torch
+
+    prefix = corpus / WRITES_PYTHON
+    variables = load(tf, prefix)
+    items, _ = tf1.layers_from_variables(variables, Path(str(prefix) + ".meta"))
+    classes = {it.name: it.class_name for it in items if isinstance(it, OpaqueLayer)}
+    assert classes == {"Variable": None, "embedding": "Embedding", "rnnlm": "Dense"}
+    notes = rnnx.save(Bundle(items, {"format": "tf1"}), tmp_path / "char.pt")
+    assert any("skipped 'Variable'" in n for n in notes)
+    state = torch.load(tmp_path / "char.pt", weights_only=True)
+    embedding = torch.nn.Embedding(94, 128)
+    embedding.load_state_dict({"weight": state["embedding.weight"]})
+    softmax = torch.nn.Linear(128, 94)
+    softmax.load_state_dict({k: state[f"rnnlm.{k}"] for k in ("weight", "bias")})
+    lstms = []
+    for k in range(2):
+        lstm = torch.nn.LSTM(128, 128, batch_first=True)
+        lstm.load_state_dict({key.split(".", 1)[1]: v for key, v in state.items()
+                              if key.startswith(f"rnnlm_multi_rnn_cell_cell_{k}.")})
+        lstms.append(lstm)
+    ids = np.random.default_rng(9).integers(0, 94, (2, 8))
+    with torch.no_grad():
+        h = embedding(torch.from_numpy(ids))
+        for lstm in lstms:
+            h = lstm(h)[0]
+        got = softmax(h).numpy()
+    h_tf = tf.nn.embedding_lookup(variables["embedding"], ids).numpy()
+    for k in range(2):
+        scope = f"rnnlm/multi_rnn_cell/cell_{k}/basic_lstm_cell"
+        h_tf = block_lstm(tf, h_tf, variables[f"{scope}/kernel"], variables[f"{scope}/bias"], forget_bias=1.0)
+    want = (tf.tensordot(h_tf, variables["rnnlm/softmax_w"], 1) + variables["rnnlm/softmax_b"]).numpy()
+    assert max_abs(got, want) < TOL
+
+
 def test_corpus_cudnn_lstm_opaque_buffer_equals_copies_and_tensorflow(tf, corpus, tmp_path):
     """A TF 1.8 bidirectional CudnnLSTM(160): the opaque buffer decoded, checked against its canonical
     copies, and run against TF's BlockLSTM (CudnnCompatibleLSTMCell's op) on the copies."""

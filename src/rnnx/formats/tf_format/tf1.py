@@ -103,6 +103,7 @@ class _Reader:
         self._graphs = None
         self._lstm_facts = None
         self._activations = None
+        self._roles = None
 
     # --- helpers --------------------------------------------------------------
     def array(self, name: str) -> np.ndarray:
@@ -149,10 +150,28 @@ class _Reader:
         for scope, members in loose.items():
             name = _unique(scope, taken)
             taken.add(name)
+            class_name, members = self.opaque_class(members)
             weights = [(leaf, np.asarray(self.variables[full])) for leaf, full in members]
-            items.append((scope, OpaqueLayer(name, None, weights, {"format": "tf1", "scope": scope})))
+            items.append((scope, OpaqueLayer(name, class_name, weights, {"format": "tf1", "scope": scope})))
         items.sort(key=lambda pair: _natural(pair[0]))
         return [it for _, it in items], self.notes
+
+    def opaque_class(self, members: list[tuple[str, str]]) -> tuple[str | None, list[tuple[str, str]]]:
+        """Embedding or Dense when the .meta graph shows the scope's variables used as one (kernel first)."""
+        if self.graphs() is None:
+            return None, members
+        if self._roles is None:  # one pass over the graph for every variable of the file
+            self._roles = tf1_meta.layer_roles(self.graphs(), list(self.variables))
+        roles = self._roles
+        names = [full for _, full in members]
+        if len(names) == 1 and roles.get(names[0]) == ("embedding",) and len(self.shape(names[0])) == 2:
+            return "Embedding", members
+        if len(names) == 2:
+            for kernel, bias in (names, names[::-1]):
+                if roles.get(kernel) == ("kernel", bias) and len(self.shape(kernel)) == 2 \
+                        and self.shape(bias) == self.shape(kernel)[1:]:
+                    return "Dense", sorted(members, key=lambda m: m[1] != kernel)
+        return None, members
 
     def recurrent_layers(self, cells: list[Cell]) -> list[RecurrentLayer]:
         """One layer per cell, except that a bidirectional_dynamic_rnn's fw / bw cells form one layer."""

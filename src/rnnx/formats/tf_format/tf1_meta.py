@@ -416,6 +416,30 @@ def activations_after(graphs: Graphs, kernels: list[str], all_variables: list[st
     return found
 
 
+@_decoding
+def layer_roles(graphs: Graphs, variables: list[str]) -> dict[str, tuple]:
+    """How the graph uses non-cell variables: ("embedding",) for a Gather's table (embedding_lookup),
+    ("kernel", bias) for W in MatMul(x, W) + b."""
+    roles: dict[str, tuple] = {}
+    for k, g in enumerate(graphs.graphs):
+        for node in g.values():
+            if node.op in ("Gather", "GatherV2", "ResourceGather") and node.inputs:
+                table = graphs.variable_of(k, node.inputs[0], variables)
+                if table is not None:
+                    roles[table] = ("embedding",)
+            elif node.op == "MatMul" and len(node.inputs) == 2:
+                kernel = graphs.variable_of(k, node.inputs[1], variables)
+                if kernel is None:
+                    continue
+                for add in graphs.consumers[k].get((node.name, 0), []):
+                    if add.op in ("BiasAdd", "Add", "AddV2"):
+                        biases = [graphs.variable_of(k, r, variables) for r in add.inputs
+                                  if _split_ref(r) != (node.name, 0)]
+                        if biases and biases[0] is not None:
+                            roles[kernel] = ("kernel", biases[0])
+    return roles
+
+
 def _fused_kernel(graphs: Graphs, k: int, ref: str, variables: list[str]) -> str | None:
     """The kernel variable of MatMul -> BiasAdd -> (this Split input)."""
     g = graphs.graphs[k]
