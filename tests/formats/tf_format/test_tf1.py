@@ -357,6 +357,14 @@ def test_keras_layer_variables_are_refused_not_misread():
             tf1.layers_from_variables(keras)
 
 
+def test_unknown_cells_are_refused_not_carried_as_opaque():
+    for scope in ("rnn/layer_norm_basic_lstm_cell", "RNN/MultiRNNCell/Cell0/BasicLSTMCell/Linear"):
+        variables = {f"{scope}/kernel": Claimed((7, 16)), f"{scope}/bias": Claimed((16,)),
+                     f"{scope}/Matrix": Claimed((7, 16))}
+        with pytest.raises(UnsupportedError, match="cell, which rnnx does not read"):
+            tf1.layers_from_variables(variables)
+
+
 def test_opaque_buffer_without_sizes_is_refused():
     with pytest.raises(FormatError, match="whose layer sizes are neither in a .meta graph nor in canonical copies"):
         tf1.layers_from_variables({"m/cudnn_lstm/opaque_kernel": np.zeros(100, np.float32)})

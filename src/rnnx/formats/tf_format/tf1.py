@@ -137,6 +137,7 @@ class _Reader:
                 f"{self.where}the variables under {keras[0]!r} are a Keras layer's (kernel, recurrent_kernel), not a "
                 f"TF1 cell's, and their activations are not in the checkpoint; save the Keras model with "
                 f"model.save_weights('weights.h5') and convert that file.")
+        self.refuse_unknown_cells(loose)
         copies = {c.scope for c in cells if any(c.scope.startswith(s + "/") for s in opaque_buffers)}
 
         items: list[tuple[str, object]] = []  # (sort key, item)
@@ -155,6 +156,17 @@ class _Reader:
             items.append((scope, OpaqueLayer(name, class_name, weights, {"format": "tf1", "scope": scope})))
         items.sort(key=lambda pair: _natural(pair[0]))
         return [it for _, it in items], self.notes
+
+    def refuse_unknown_cells(self, loose: dict[str, list[tuple[str, str]]]):
+        """A scope named like a TF cell (`..._cell`, TF 0.x `...Cell`) that rnnx does not know is refused,
+        rather than carried along as if it were not recurrent."""
+        for scope in loose:
+            cell_parts = [p for p in scope.split("/") if p.endswith(("_cell", "Cell")) and p != "multi_rnn_cell"]
+            if cell_parts:
+                known = ", ".join(CELLS)
+                raise UnsupportedError(
+                    f"{self.where}the variables under {scope!r} belong to a {cell_parts[-1]!r} cell, which rnnx does "
+                    f"not read (it reads {known}, and CudnnLSTM / CudnnGRU buffers).")
 
     def opaque_class(self, members: list[tuple[str, str]]) -> tuple[str | None, list[tuple[str, str]]]:
         """Embedding or Dense when the .meta graph shows the scope's variables used as one (kernel first)."""
