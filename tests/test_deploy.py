@@ -178,3 +178,28 @@ def test_usage_errors_exit_2(cli, fixtures, tmp_path):
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.startswith("rnnx: ") and len(done.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_a_tampered_deploy_record_is_refused(cli, fixtures, tmp_path):
+    src = fixtures / "models" / "k2_seed_cudnn.h5"
+    dst = tmp_path / "int8.onnx"
+    rnnx.convert(src, dst, precision="int8")
+    model = onnx.load(str(dst))
+    for prop in model.metadata_props:
+        if prop.key == deploy.METADATA_KEY:
+            prop.value = json.dumps({"precision": "int8", "opset": "14; rm -rf"})
+    onnx.save(model, str(dst))
+    done = cli("verify", src, dst)
+    assert done.returncode == 2 and "rnnx.deploy" in done.stderr, done.stderr
+
+
+def test_random_feeds_refuse_what_a_fixed_shape_merely_claims():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "huge",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1 << 20, 1 << 20])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    from rnnx.errors import UsageError
+
+    with pytest.raises(UsageError, match="more than"):
+        deploy.random_feeds(helper.make_model(graph))

@@ -32,6 +32,7 @@ TOLERANCE = {"int8": 5e-2, "float16": 1e-2}
 # The random inputs every deviation is measured on (batch, steps where the model leaves them free).
 DEVIATION_BATCH, DEVIATION_SEQ, DEVIATION_SEED = 4, 20, 0
 METADATA_KEY = "rnnx.deploy"
+MAX_INPUT_ELEMENTS = 1 << 27  # a random input of more values than this (512 MB of float32) is refused
 # The ops a conversion's summary counts: what was quantized and the recurrent ops left as they were.
 REPORTED_OPS = ("DynamicQuantizeLSTM", "MatMulInteger", "LSTM", "GRU", "RNN", "MatMul", "Gemm", "Gather")
 
@@ -118,7 +119,8 @@ def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
 
 
 def deploy_metadata(path: Path) -> dict | None:
-    """The record set_deploy_metadata left in `path`, or None for a model rnnx did not reduce."""
+    """The METADATA_KEY record reduce_precision left in `path`, or None for a model rnnx did not reduce.
+    The record comes from the file, so every entry is checked before it becomes an export option."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # not an ONNX file: the ordinary verify path reports that
@@ -130,9 +132,12 @@ def deploy_metadata(path: Path) -> dict | None:
             except ValueError:
                 raise FormatError(f"{path}: its {METADATA_KEY} metadata is not JSON; it was not written by rnnx, "
                                   f"or was damaged. Convert the source again with --quantize / --precision.") from None
-            if not isinstance(record, dict) or record.get("precision") not in PRECISIONS:
-                raise FormatError(f"{path}: its {METADATA_KEY} metadata names no precision rnnx writes; convert "
-                                  f"the source again with --quantize / --precision.")
+            if not isinstance(record, dict) or record.get("precision") not in PRECISIONS \
+                    or not all(isinstance(record.get(k), kinds) for k, kinds in RECORD_TYPES.items()) \
+                    or record.get("engine") not in (None, "native", "tf2onnx"):
+                raise FormatError(f"{path}: its {METADATA_KEY} metadata is not what rnnx writes (precision, layer, "
+                                  f"opset, time_major, engine); convert the source again with --quantize / "
+                                  f"--precision.")
             return record
     return None
 
@@ -153,6 +158,10 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+RECORD_TYPES = {"layer": (str, type(None)), "opset": (int, type(None)), "time_major": (bool, type(None)),
+                "engine": (str, type(None)), "float32_ops": (list, type(None))}
 
 
 # --- the conversion and its proof ---------------------------------------------------------------
@@ -223,6 +232,7 @@ def random_feeds(model: onnx.ModelProto | Path, batch: int = DEVIATION_BATCH, se
     vocab = _vocabularies(model)
     rng = np.random.default_rng(seed)
     feeds = {}
+    limit = MAX_INPUT_ELEMENTS
     for value in graph.input:
         if value.name in defaults:
             continue
@@ -237,6 +247,9 @@ def random_feeds(model: onnx.ModelProto | Path, batch: int = DEVIATION_BATCH, se
                 shape.append(batch)
             else:
                 shape.append(seq)
+        if int(np.prod(shape, dtype=np.float64)) > limit:  # a fixed dimension is what the file claims
+            raise UsageError(f"input {value.name!r} has shape {shape}: more than {limit} values, which rnnx does "
+                             f"not allocate for a random input; give smaller --batch / --seq, or check the model.")
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
         if value.name in vocab:
             data = rng.integers(1, max(vocab[value.name], 2), shape).astype(dtype)
