@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import FormatError, UsageError
+from .errors import FormatError, UsageError, VerificationError
 
 PRECISIONS = ("int8", "float16")
 # Default largest absolute output difference from the float32 export that `--verify` accepts. int8:
@@ -309,14 +309,18 @@ def deviation(reference: Path, reduced: Path, batch: int = DEVIATION_BATCH, seq:
               seed: int = DEVIATION_SEED) -> dict:
     """Largest absolute and relative difference of `reduced`'s outputs from `reference`'s (the float32
     export) on random_feeds(reference, batch, seq, seed); relative to max(|reference|, 1e-3)."""
+    from .verification import _difference
+
     feeds = random_feeds(Path(reference), batch, seq, seed)
     want = session(reference).run(None, feeds)
     got = session(reduced).run(None, feeds)
+    if len(got) != len(want) or any(np.shape(g) != np.shape(w) for g, w in zip(got, want)):
+        raise VerificationError(f"{reduced} returns outputs of shapes {[np.shape(g) for g in got]}, its float32 "
+                                f"export {[np.shape(w) for w in want]}.")
     max_abs = max_rel = 0.0
     for w, g in zip(want, got):
         w, g = np.asarray(w, np.float64), np.asarray(g, np.float64)
-        diff = np.abs(g - w)
-        diff = np.where(np.isnan(diff), np.inf, diff)
+        diff = _difference(g, w)  # a NaN never vanishes from the maximum
         max_abs = max(max_abs, float(diff.max(initial=0.0)))
         max_rel = max(max_rel, float((diff / np.fmax(np.abs(w), 1e-3)).max(initial=0.0)))
     shapes = {name: list(x.shape) for name, x in feeds.items()}
@@ -369,7 +373,7 @@ def model_size(path: Path) -> int:
 def bench(paths: list[Path], batch: int = 32, seq: int = 40, runs: int = 20, warmup: int = 3,
           threads: int = 1, seed: int = 0) -> list[dict]:
     """onnxruntime latency of each model (median of `runs` runs after `warmup`, the models' runs
-    interleaved so that a busy machine slows all alike) on random_feeds of the first model's shape."""
+    interleaved so that a busy machine slows all alike) on random_feeds of each model's inputs."""
     if runs < 1 or warmup < 0 or batch < 1 or seq < 1 or threads < 1:
         raise UsageError("--runs, --batch, --seq and --threads must be 1 or more (and --warmup 0 or more).")
     sessions = [session(p, threads) for p in paths]
@@ -378,10 +382,10 @@ def bench(paths: list[Path], batch: int = 32, seq: int = 40, runs: int = 20, war
         for _ in range(warmup):
             s.run(None, f)
     times: list[list[float]] = [[] for _ in paths]
-    for _ in range(runs):
-        for k, (s, f) in enumerate(zip(sessions, feeds)):
+    for i in range(runs):  # the order alternates too: the model run first in a round ran slower here
+        for k in (range(len(paths)) if i % 2 == 0 else reversed(range(len(paths)))):
             start = time.perf_counter()
-            s.run(None, f)
+            sessions[k].run(None, feeds[k])
             times[k].append(time.perf_counter() - start)
     return [{"path": str(p), "size_bytes": model_size(p), "median_ms": 1e3 * statistics.median(t),
              "min_ms": 1e3 * min(t), "runs": runs, "warmup": warmup, "threads": threads,
