@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX target: write the int8 variant (onnxruntime dynamic quantization) and report how far "
                    "it is from the float32 export")
     s.add_argument("--precision", choices=("float16",),
-                   help="ONNX target: write float16 weights (ops onnxruntime's CPU provider has no float16 kernel "
-                   "for stay float32; they are listed) and report how far it is from the float32 export")
+                   help="ONNX target: store the weights in float16 (every op still computes in float32: onnxruntime's "
+                   "CPU provider has no float16 LSTM, GRU, RNN or MatMul kernel) and report how far it is from the "
+                   "float32 export")
     s.add_argument("--tolerance", type=float, metavar="X",
                    help="with --verify: max absolute error, used exactly (defaults: int8 5e-2, float16 1e-2 from the "
                    "float32 export; else as for rnnx verify)")

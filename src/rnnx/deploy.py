@@ -344,8 +344,8 @@ def as_text(report: dict) -> str:
     if "tolerance" in report:
         line += f"  {'ok' if report['ok'] else 'FAILED'} (tolerance {report['tolerance']:.3g})"
     if report.get("float32_ops"):
-        line += f"\n  computed in float32 (onnxruntime's CPU provider has no float16 kernel): " \
-                f"{', '.join(report['float32_ops'])}"
+        line += (f"\n  weights stored in float16; every op computes in float32 (onnxruntime's CPU provider has no "
+                 f"float16 kernel for the recurrent and arithmetic ones): {', '.join(report['float32_ops'])}")
     return line
 
 
