@@ -16,6 +16,14 @@ then measures, each route in a fresh process:
 
 Prints a markdown table; --write-readme puts it into README.md's `graph` section. Ratios are
 reported, never asserted.
+
+    python scripts/bench.py --deploy [--runs 20] [--write-readme]
+
+measures instead the deployment variants (`rnnx convert --quantize int8` / `--precision float16`)
+against the float32 export: size, onnxruntime latency (batch 32 x 40 steps where the model leaves
+them free, one thread, the three variants' runs interleaved, median) and the deviation rnnx reports,
+for the seed model built as above, the small seed fixture and every full model of the corpus;
+--write-readme puts that table into README.md's `deploying` section.
 """
 
 from __future__ import annotations
@@ -260,12 +268,73 @@ def write_readme(table: str) -> None:
     readme.write_text(f"{before}{start}\n{table}\n{end}{after}")
 
 
+def run_deploy(runs: int) -> str:
+    import rnnx
+    from rnnx import deploy
+
+    corpus = ROOT.parent / "shared" / "corpus"
+    with tempfile.TemporaryDirectory(prefix="rnnx-bench-deploy-") as tmp:
+        tmp = Path(tmp)
+        _python(BUILD, str(tmp))
+        models = [("seed: CuDNNLSTM(512) x 2 + Dense(10)", tmp / "seed_cudnn.h5", None),
+                  ("tests/fixtures/models/k2_seed_cudnn.h5 (units 16)", ROOT / "tests/fixtures/models/k2_seed_cudnn.h5",
+                   None)]
+        models += [(f"corpus {name}", corpus / "keras2" / name, None) for name in (
+            "stockprice_cudnnlstm4_full.h5", "head_pose_cudnnlstm_functional_full.h5", "medaka_bigru_full.hdf5",
+            "medaka_lstm_theano_full.h5")]
+        models += [("corpus lstm_chem (weights + JSON)", corpus / "keras2" / "lstm_chem_weights.hdf5",
+                    corpus / "keras2" / "lstm_chem_model_arch.json"),
+                   ("corpus dino_lstm.keras", corpus / "keras3" / "dino_lstm.keras", None)]
+        rows = []
+        for k, (label, src, config) in enumerate(models):
+            paths = [tmp / f"{k}_float32.onnx", tmp / f"{k}_int8.onnx", tmp / f"{k}_float16.onnx"]
+            rnnx.convert(src, paths[0], config=config)
+            reports = [None] + [rnnx.convert(src, p, config=config, precision=v).deployment
+                                for p, v in zip(paths[1:], ("int8", "float16"))]
+            timed = deploy.bench(paths, batch=32, seq=40, runs=runs, warmup=3, threads=1)
+            shapes = ", ".join(f"{v}" for v in timed[0]["inputs"].values())
+            for variant, row, report in zip(("float32", "int8", "float16"), timed, reports):
+                ratio = timed[0]["median_ms"] / row["median_ms"]
+                smaller = timed[0]["size_bytes"] / row["size_bytes"]
+                deviation = "" if report is None else f"{report['max_abs_error']:.1e}"
+                rows.append(f"| {label} | {shapes} | {variant} | {row['size_bytes'] / 1e6:.3f} MB | {smaller:.2f}x | "
+                            f"{row['median_ms']:.2f} ms | {ratio:.2f}x | {deviation} |")
+    head = (f"Measured {datetime.date.today()} on {_machine()}; {_versions()}. onnxruntime CPU, one thread, "
+            f"median of {runs} runs after 3 warm-ups, the three variants' runs interleaved in one process; "
+            f"inputs batch 32 x 40 steps where the model leaves them free. Deviation: max |variant - float32 "
+            f"export| over every output, as `rnnx convert` reports it (random inputs, batch "
+            f"{deploy.DEVIATION_BATCH} x {deploy.DEVIATION_SEQ} steps where free; N(0, 1) features, token ids "
+            f"for Embedding inputs).\n\n"
+            "| model | input | variant | size | smaller | ORT latency | faster | max abs deviation |\n"
+            "|---|---|---|---|---|---|---|---|")
+    return head + "\n" + "\n".join(rows)
+
+
+def write_deploy_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench-deploy: start -->", "<!-- bench-deploy: end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} block in the deploying section")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    readme.write_text(f"{before}{start}\n{table}\n{end}{after}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="conversions per route (median wall time)")
     parser.add_argument("--runs", type=int, default=40, help="onnxruntime runs per batch size (median)")
     parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--deploy", action="store_true",
+                        help="measure the int8 / float16 deployment variants instead (README 'Deploying')")
     args = parser.parse_args(argv)
+    if args.deploy:
+        table = run_deploy(args.runs)
+        print(table)
+        if args.write_readme:
+            write_deploy_readme(table)
+        return 0
     table = run(args.repeats, args.runs)
     print(table)
     if args.write_readme:

@@ -39,14 +39,19 @@ class ConvertResult:
     target_format: str
     notes: list[str] = field(default_factory=list)
     verification: dict | None = None
+    deployment: dict | None = None
 
 
 def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
-            verify: bool = False, raise_on_failure: bool = True, **options) -> ConvertResult:
+            verify: bool = False, raise_on_failure: bool = True, precision: str | None = None,
+            tolerance: float | None = None, **options) -> ConvertResult:
     """Read `src`, write `dst`; with verify=True also prove it numerically.
 
+    precision="int8" / "float16" (ONNX targets) writes that deployment variant of the float32 export
+    and measures it against the export (result.deployment, rnnx.deploy); `tolerance` bounds that
+    deviation (default rnnx.deploy.TOLERANCE), or without a precision the verified layers' errors.
     A failed verification raises VerificationError, or with raise_on_failure=False is left in
-    result.verification["ok"] (the file stays written either way, for inspection)."""
+    result.verification["ok"] / result.deployment["ok"] (the file stays written either way)."""
     from .io import same_file
 
     src, dst = Path(src), Path(dst)
@@ -62,12 +67,33 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
         from .verification import nothing_to_verify
 
         raise UsageError(nothing_to_verify(bundle) + " Convert without --verify.")  # refused before writing
+    if precision is not None:
+        return _convert_reduced(bundle, dst, fmt.name, precision, verify, tolerance, raise_on_failure,
+                                layer=layer, **options)
     notes = save(bundle, dst, to=fmt.name, layer=layer, **options)
     result = ConvertResult(bundle, fmt.name, list(notes))
     if verify:
         from .verification import verify_bundle
 
-        result.verification = verify_bundle(bundle, dst, to=fmt.name, raise_on_failure=raise_on_failure)
+        result.verification = verify_bundle(bundle, dst, to=fmt.name, tolerance=tolerance,
+                                            raise_on_failure=raise_on_failure)
+    return result
+
+
+def _convert_reduced(bundle, dst: Path, target: str, precision: str, verify: bool, tolerance, raise_on_failure,
+                     **options) -> ConvertResult:
+    from . import deploy
+    from .errors import VerificationError
+
+    if target != "onnx":
+        raise UsageError(f"--quantize / --precision make deployment variants of ONNX models; {dst} would be "
+                         f"written as {target}. Give a .onnx destination.")
+    notes, report = deploy.write_reduced(bundle, dst, precision, verify=verify, tolerance=tolerance, **options)
+    result = ConvertResult(bundle, target, notes, verification=report.pop("verification", None), deployment=report)
+    failed = verify and not (report["ok"] and result.verification["ok"])
+    if failed and raise_on_failure:
+        raise VerificationError(f"{dst} ({precision}) differs from its float32 export by {report['max_abs_error']:.3g}"
+                                f" (tolerance {report['tolerance']:g}), or the export from its source.", report)
     return result
 
 
@@ -85,6 +111,24 @@ def verify(src, dst, to: str | None = None, layer: str | None = None, tolerance:
     from .verification import verify_bundle
 
     bundle = load(src, config=config)
+    record = _deploy_record(Path(dst), to)
+    if record is not None:
+        from .deploy import verify_reduced
+
+        if layer is not None and layer != record.get("layer"):
+            raise UsageError(f"{dst} is a {record['precision']} deployment model, verified as a whole; leave "
+                             f"--layer out.")
+        return verify_reduced(bundle, Path(dst), record, tolerance=tolerance)
     if layer is not None:
         bundle = bundle.only(layer)
     return verify_bundle(bundle, Path(dst), to=to, tolerance=tolerance, raise_on_failure=raise_on_failure)
+
+
+def _deploy_record(dst: Path, to: str | None) -> dict | None:
+    """The rnnx.deploy metadata of an int8 / float16 ONNX model rnnx wrote, else None."""
+    fmt = formats.for_writing(dst, to) if to else formats.for_reading(dst)
+    if fmt.name != "onnx" or not dst.is_file():
+        return None
+    from .deploy import deploy_metadata
+
+    return deploy_metadata(dst)

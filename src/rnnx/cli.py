@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("native", "tf2onnx"), default="native",
                    help="whole Keras model to ONNX: rnnx's own graph builder (default) or tf_keras + tf2onnx "
                    "(needs the tf extra)")
+    s.add_argument("--quantize", choices=("int8",),
+                   help="ONNX target: write the int8 variant (onnxruntime dynamic quantization) and report how far "
+                   "it is from the float32 export")
+    s.add_argument("--precision", choices=("float16",),
+                   help="ONNX target: store the weights in float16 (every op still computes in float32: onnxruntime's "
+                   "CPU provider has no float16 LSTM, GRU, RNN or MatMul kernel) and report how far it is from the "
+                   "float32 export")
+    s.add_argument("--tolerance", type=float, metavar="X",
+                   help="with --verify: max absolute error, used exactly (defaults: int8 5e-2, float16 1e-2 from the "
+                   "float32 export; else as for rnnx verify)")
 
     s = sub.add_parser("verify", help="prove DST computes what SRC computes",
                        description="Run every recurrent layer of SRC through rnnx's numpy reference and DST in "
@@ -63,9 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", choices=formats.names(), help="format of DST when its suffix does not say it")
     s.add_argument("--layer", metavar="NAME", help="verify only this recurrent layer")
     s.add_argument("--tolerance", type=float, help="max absolute error, used exactly (default: the larger of 1e-5 for float32 and "
-                   "4 x the layer's measured float32 noise floor; README, 'How verify decides')")
+                   "4 x the layer's measured float32 noise floor; README, 'How verify decides'; for an int8 / "
+                   "float16 model rnnx wrote, its deviation from the float32 export: 5e-2 int8, 1e-2 float16)")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
     s.add_argument("--json", action="store_true", help="print JSON (schemas/verify.schema.json)")
+
+    s = sub.add_parser("bench", help="onnxruntime latency and size of an ONNX model",
+                       description="Run MODEL in onnxruntime (CPU) on random inputs of its shape: median latency of "
+                       "--runs runs after a warm-up, with the threads stated, and the size on disk. --against runs a "
+                       "second model interleaved with it and prints the ratio.")
+    s.add_argument("model", metavar="MODEL")
+    s.add_argument("--against", metavar="OTHER", help="a second ONNX model to compare with (e.g. the float32 export)")
+    s.add_argument("--batch", type=int, default=32, help="batch size where the model leaves it free (default 32)")
+    s.add_argument("--seq", type=int, default=40, help="sequence length where the model leaves it free (default 40)")
+    s.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    s.add_argument("--runs", type=int, default=20, help="timed runs per model (default 20; median reported)")
+    s.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    s.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("demo", help="convert the bundled CuDNNLSTM example and show it computes the same numbers",
                    description="Convert a small CuDNNLSTM model shipped with rnnx and compare the result "
@@ -129,6 +153,7 @@ def _inspect(args) -> int:
 # convert's options that only one kind of target understands: given for another, they would do nothing.
 TARGET_OPTIONS = {"opset": ("--opset", ("onnx",)), "time_major": ("--time-major", ("onnx",)),
                   "engine": ("--engine", ("onnx",)), "cudnn": ("--cudnn", ("keras-h5",)),
+                  "precision": ("--quantize / --precision", ("onnx",)),
                   "accept_activation_change": ("--accept-activation-change", ("keras", "keras3-weights"))}
 
 
@@ -141,6 +166,14 @@ def _convert(args) -> int:
     options = {k: v for k, v in (("opset", args.opset), ("time_major", args.time_major),
                                  ("accept_activation_change", args.accept_activation_change),
                                  ("cudnn", args.cudnn), ("engine", args.engine)) if v is not None and v is not False}
+    if args.quantize and args.precision:
+        raise UsageError("--quantize int8 and --precision float16 are two different variants; give one of them "
+                         "(convert twice for both).")
+    if args.tolerance is not None and not args.verify:
+        raise UsageError("--tolerance bounds what --verify checks; add --verify or leave --tolerance out.")
+    precision = args.quantize or args.precision
+    if precision:
+        options["precision"] = precision
     target = formats.for_writing(Path(args.dst), args.to).name
     for key in options:
         flag, targets = TARGET_OPTIONS[key]
@@ -148,11 +181,14 @@ def _convert(args) -> int:
             raise UsageError(f"{flag} applies only to {' and '.join(targets)} targets; {args.dst} would be written "
                              f"as {target}. Leave {flag} out or choose another destination.")
     result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
-                     verify=args.verify, raise_on_failure=False, **options)
+                     verify=args.verify, raise_on_failure=False, tolerance=args.tolerance, **options)
     n = len(result.bundle.layers)
-    print(f"wrote {args.dst} ({result.target_format}): {n} recurrent layer{'s' * (n != 1)}")
+    variant = f", {precision}" if precision else ""
+    print(f"wrote {args.dst} ({result.target_format}{variant}): {n} recurrent layer{'s' * (n != 1)}")
     for note in result.notes:
         print(_shown(f"  note: {note}"))
+    if result.deployment:
+        return _reduced_outcome(args, result)
     if result.verification:
         print(_shown(as_text(result.verification)))
         if not result.verification["ok"]:
@@ -162,13 +198,76 @@ def _convert(args) -> int:
     return 0
 
 
+def _reduced_outcome(args, result) -> int:
+    from . import deploy
+    from .verification import as_text
+
+    report = result.deployment
+    ops = ", ".join(f"{op} x{n}" for op, n in report["ops"].items() if op in deploy.REPORTED_OPS)
+    if ops:
+        print(f"  ops: {ops}")
+    shown = dict(report) if args.verify else {k: v for k, v in report.items() if k not in ("tolerance", "ok")}
+    print(_shown(deploy.as_text(shown)))
+    if not args.verify:
+        return 0
+    print(_shown(_float32_stage(as_text(result.verification))))
+    if not (report["ok"] and result.verification["ok"]):
+        print(_shown(f"rnnx: {args.dst} was written but is further from what {args.src} computes than the "
+                     f"tolerance; see above."), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _float32_stage(table: str) -> str:
+    """verify's table of the float32 export a reduced model was made from, said to be that."""
+    lines = table.splitlines()
+    return "\n".join(["the float32 export it was made from, against the source:"] + lines[:-1])
+
+
 def _verify(args) -> int:
     from .api import verify
     from .verification import as_text
 
     report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config)
-    print(json.dumps(_finite(report), indent=2, allow_nan=False) if args.json else _shown(as_text(report)))
+    if args.json:
+        print(json.dumps(_finite(report), indent=2, allow_nan=False))
+    else:
+        if "deployment" in report:
+            from .deploy import as_text as deployment_text
+
+            print(_shown(_float32_stage(as_text(report))))
+            print(_shown(deployment_text(report["deployment"])))
+        else:
+            print(_shown(as_text(report)))
     return 0 if report["ok"] else 1
+
+
+def _bench(args) -> int:
+    from pathlib import Path
+
+    from .deploy import bench
+
+    paths = [Path(args.model)] + ([Path(args.against)] if args.against else [])
+    for path in paths:
+        formats_name = formats.for_reading(path).name
+        if formats_name != "onnx":
+            raise UsageError(f"rnnx bench runs ONNX models in onnxruntime; {path} is read as {formats_name}. "
+                             f"Convert it to .onnx first.")
+    rows = bench(paths, batch=args.batch, seq=args.seq, runs=args.runs, warmup=args.warmup, threads=args.threads)
+    if args.json:
+        print(json.dumps({"models": rows, **({"ratio": rows[1]["median_ms"] / rows[0]["median_ms"]}
+                                              if len(rows) == 2 else {})}, indent=2))
+        return 0
+    for row in rows:
+        shapes = ", ".join(f"{k} {v}" for k, v in row["inputs"].items())
+        print(_shown(f"{row['path']}: {row['median_ms']:.2f} ms median of {row['runs']} runs (min {row['min_ms']:.2f}"
+                     f" ms; {row['threads']} thread{'s' * (row['threads'] != 1)}, after {row['warmup']} warm-up), "
+                     f"{row['size_bytes'] / 1e6:.2f} MB; inputs {shapes}"))
+    if len(rows) == 2:
+        ratio = rows[1]["median_ms"] / rows[0]["median_ms"]
+        print(_shown(f"{args.model} runs {ratio:.2f}x as fast as {args.against} "
+                     f"({rows[0]['size_bytes'] / rows[1]['size_bytes']:.2f}x its size)"))
+    return 0
 
 
 def _finite(value):
@@ -188,4 +287,4 @@ def _demo(args) -> int:
     return run_demo()
 
 
-COMMANDS = {"inspect": _inspect, "convert": _convert, "verify": _verify, "demo": _demo}
+COMMANDS = {"inspect": _inspect, "convert": _convert, "verify": _verify, "bench": _bench, "demo": _demo}
