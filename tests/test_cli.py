@@ -290,3 +290,19 @@ def test_an_unknown_layer_lists_the_stacked_modules_too(cli, fixtures, tmp_path)
     message = _one_plain_error(proc)
     assert "encoder.rnn.l0, encoder.rnn.l1" in message and "stacked modules, each one unit: encoder.rnn" in message
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_file_converted_from_one_module_is_verified_with_the_module_name(cli, tmp_path):
+    """enc = nn.GRU(3, 4, num_layers=2) and dec = nn.LSTM(4, 2); `--layer enc` writes enc.l0, enc.l1."""
+    import torch
+
+    net = torch.nn.Module()
+    net.enc, net.dec = torch.nn.GRU(3, 4, num_layers=2), torch.nn.LSTM(4, 2)
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    dst = tmp_path / "enc.onnx"
+    assert cli("convert", tmp_path / "net.pt", dst, "--layer", "enc").returncode == 0
+    whole = cli("verify", tmp_path / "net.pt", dst)
+    assert whole.returncode == 2
+    assert "holds 2 of the 3 recurrent layers" in _one_plain_error(whole) and "`--layer enc`" in whole.stderr
+    verified = cli("verify", tmp_path / "net.pt", dst, "--layer", "enc")
+    assert verified.returncode == 0 and [r.split()[0] for r in _result_rows(verified.stdout)] == ["enc.l0", "enc.l1"]

@@ -108,30 +108,31 @@ def subset_message(bundle: Bundle, held: list, dst: Path) -> str:
     `convert --layer NAME` is verified with the same `--layer NAME`."""
     source = bundle.source.get("path") or "the source"
     counterparts = _counterparts(bundle, held)
-    modules = {m for m, layers in bundle.stacked_modules().items() if layers and all(l in counterparts for l in layers)}
-    names = sorted(modules) + [l.name for l in counterparts if l.provenance.get("module") not in modules]
+    modules = {m for m, layers in bundle.stacked_modules().items() if all(l.name in counterparts for l in layers)}
+    names = sorted(modules) + [l.name for l in bundle.layers
+                               if l.name in counterparts and l.provenance.get("module") not in modules]
     what = (f"{dst} holds {len(held)} of the {len(bundle.layers)} recurrent layers of {source} "
             f"({', '.join(l.name for l in held)}), as `rnnx convert --layer` writes")
     if len(names) == 1:
-        return f"{what}; verify it with `--layer {names[0]}`, the layer it was converted from."
+        return f"{what}; verify it with `--layer {names[0]}`, as it was converted."
     if names:
         return f"{what}; verify it one layer at a time with `--layer NAME`, NAME one of: {', '.join(names)}."
     return (f"{what}, and none of them has the name or shape of a source layer; verify it with `--layer NAME` "
             f"naming the source layer it was converted from.")
 
 
-def _counterparts(bundle: Bundle, held: list) -> list:
-    """The source layers that the layers of `held` were converted from: by name, by the name the writers
-    leave (`_stem`), else by shape when only one source layer has it; in source order."""
-    found = []
+def _counterparts(bundle: Bundle, held: list) -> set[str]:
+    """Names of the source layers that the layers of `held` were converted from: by name, by the name the
+    writers leave (`_stem`), else by shape when only one source layer has it."""
+    found: set[str] = set()
     for there in held:
         same = [l for l in bundle.layers if l.name == there.name] or \
             [l for l in bundle.layers if _stem(l.name) == _stem(there.name)]
         if not same:
             shaped = [l for l in bundle.layers if _shape(l) == _shape(there)]
             same = shaped if len(shaped) == 1 else []
-        found += [l for l in same[:1] if l not in found]
-    return [l for l in bundle.layers if l in found]
+        found.update(l.name for l in same[:1])
+    return found
 
 
 def _partners(bundle: Bundle, dst: Path, fmt, held: list | None = None) -> dict:
