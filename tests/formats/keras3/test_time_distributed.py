@@ -74,7 +74,7 @@ def test_keras_archive_round_trip_loads_and_predicts_as_the_source(keras3_model,
     out = tmp_path / "out.keras"
     rnnx.convert(folder / "td.keras", out)
     x = _x(3)
-    assert max_abs(keras.models.load_model(out).predict(x, verbose=0), model.predict(x, verbose=0)) <= TOL
+    assert max_abs(keras.models.load_model(out)(x), model(x)) <= TOL
 
 
 def test_weights_file_written_from_either_source_loads_into_the_model(keras3_model, tmp_path):
@@ -88,7 +88,7 @@ def test_weights_file_written_from_either_source_loads_into_the_model(keras3_mod
         rnnx.convert(folder / source, out)
         fresh = _randomised(keras.models.clone_model(model), seed=9)
         fresh.load_weights(out)
-        assert max_abs(fresh.predict(x, verbose=0), model.predict(x, verbose=0)) <= TOL, source
+        assert max_abs(fresh(x), model(x)) <= TOL, source
 
 
 def test_whole_keras_3_model_to_onnx(keras3_model, tmp_path):
@@ -100,7 +100,7 @@ def test_whole_keras_3_model_to_onnx(keras3_model, tmp_path):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = _x(5, batch=3)
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
-    assert max_abs(got, model.predict(x, verbose=0)) <= TOL
+    assert max_abs(got, model(x)) <= TOL
 
 
 def test_tf_keras_time_distributed_model_becomes_a_keras_archive(tmp_path):
@@ -119,4 +119,4 @@ def test_tf_keras_time_distributed_model_becomes_a_keras_archive(tmp_path):
     out = tmp_path / "k3.keras"
     rnnx.convert(tmp_path / "k2.h5", out)
     x = _x(6)
-    assert max_abs(keras.models.load_model(out).predict(x, verbose=0), model.predict(x, verbose=0)) <= TOL
+    assert max_abs(keras.models.load_model(out)(x), model(x)) <= TOL
