@@ -10,7 +10,10 @@ keras import) for `build_config` and the tensors' `shape`.
 What changes on the way:
 - CuDNNLSTM -> LSTM(tanh, sigmoid), CuDNNGRU -> GRU(reset_after=True, tanh, sigmoid);
   every recurrent layer's activations, reset_after and use_bias are taken from the
-  canonical layer rnnx read (the weights' truth), not from the config text.
+  canonical layer rnnx read (the weights' truth), not from the config text; so an era default
+  a Keras 2 config leaves out (a Keras 2.0 GRU has no reset_after) is stated as it was meant.
+  A recurrent layer (or Bidirectional) inside TimeDistributed is found under the
+  TimeDistributed's name, as the readers name it.
 - Initializers, regularizers and constraints Keras 3 has are carried over with the keys
   Keras 3 accepts; others are dropped and said so in the notes.
 - Keras 2 options Keras 3 has no counterpart for (implementation, input_length, ...) are

@@ -6,7 +6,7 @@ zip) stores one HDF5 group per saveable object, at the object's attribute path:
     layers/<layer>/vars/0 ...           a plain layer's variables, creation order
     layers/<rnn>/cell/vars/0, 1, 2      LSTM / GRU / SimpleRNN: kernel, recurrent_kernel, bias
     layers/<bidi>/forward_layer/cell/vars/...   and .../backward_layer/cell/vars/...
-    layers/<td>/layer/vars/...          TimeDistributed
+    layers/<td>/layer/vars/...          TimeDistributed (a wrapped LSTM: layers/<td>/layer/cell/vars/...)
     layers/<nested model>/layers/...    a Sequential / Functional inside a model
 
 A model's layers are addressed not by their names but by their class: `<layer>` is the
