@@ -33,6 +33,9 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
         raise UsageError(nothing_to_verify(bundle))
     fmt = formats.for_writing(dst, to) if to else formats.for_reading(dst)
     runner = formats.load_module(fmt, "run_layer")
+    held = _held_layers(dst, fmt) if len(bundle.layers) > 1 else None
+    if held and len(held) < len(bundle.layers):
+        raise UsageError(subset_message(bundle, held, dst))
     rng = np.random.default_rng(seed)
     results = []
     partners = None
@@ -49,7 +52,7 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
             except (FormatError, UsageError):  # the target's own lookup found no layer of that name
                 if layer.name != source_name:
                     raise
-                partners = partners if partners is not None else _partners(bundle, dst, fmt)
+                partners = partners if partners is not None else _partners(bundle, dst, fmt, held)
                 partner = partners.get(source_name)
                 if partner is None:
                     raise
@@ -92,7 +95,47 @@ def _difference(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return np.where(same, 0.0, np.nan_to_num(diff, nan=np.inf))
 
 
-def _partners(bundle: Bundle, dst: Path, fmt) -> dict:
+def _held_layers(dst: Path, fmt) -> list | None:
+    """The recurrent layers `dst` holds as its own reader sees them; None when it cannot be read."""
+    try:
+        return formats.load_module(fmt, "read").read(dst).layers
+    except RnnxError:
+        return None
+
+
+def subset_message(bundle: Bundle, held: list, dst: Path) -> str:
+    """What to do when `dst` holds fewer recurrent layers than the source: a file written with
+    `convert --layer NAME` is verified with the same `--layer NAME`."""
+    source = bundle.source.get("path") or "the source"
+    counterparts = _counterparts(bundle, held)
+    modules = {m for m, layers in bundle.stacked_modules().items() if all(l.name in counterparts for l in layers)}
+    names = sorted(modules) + [l.name for l in bundle.layers
+                               if l.name in counterparts and l.provenance.get("module") not in modules]
+    what = (f"{dst} holds {len(held)} of the {len(bundle.layers)} recurrent layers of {source} "
+            f"({', '.join(l.name for l in held)}), as `rnnx convert --layer` writes")
+    if len(names) == 1:
+        return f"{what}; verify it with `--layer {names[0]}`, as it was converted."
+    if names:
+        return f"{what}; verify it one layer at a time with `--layer NAME`, NAME one of: {', '.join(names)}."
+    return (f"{what}, and none of them has the name or shape of a source layer; verify it with `--layer NAME` "
+            f"naming the source layer it was converted from.")
+
+
+def _counterparts(bundle: Bundle, held: list) -> set[str]:
+    """Names of the source layers that the layers of `held` were converted from: by name, by the name the
+    writers leave (`_stem`), else by shape when only one source layer has it."""
+    found: set[str] = set()
+    for there in held:
+        same = [l for l in bundle.layers if l.name == there.name] or \
+            [l for l in bundle.layers if _stem(l.name) == _stem(there.name)]
+        if not same:
+            shaped = [l for l in bundle.layers if _shape(l) == _shape(there)]
+            same = shaped if len(shaped) == 1 else []
+        found.update(l.name for l in same[:1])
+    return found
+
+
+def _partners(bundle: Bundle, dst: Path, fmt, held: list | None = None) -> dict:
     """Source layer name -> the layer at its position in `dst`, when both hold as many recurrent layers.
 
     Converters rename layers (a PyTorch module `lstm` is read back as `lstm.l0`, Keras `a/b`
@@ -101,9 +144,8 @@ def _partners(bundle: Bundle, dst: Path, fmt) -> dict:
     same stem (`_stem`), else, when both hold as many layers, with the layer at its position
     (checked in `_paired`: a wrong pairing is refused, never passes).
     """
-    try:
-        held = formats.load_module(fmt, "read").read(dst).layers
-    except RnnxError:
+    held = held if held is not None else _held_layers(dst, fmt)
+    if held is None:
         return {}
     by_stem: dict[str, list] = {}
     for there in held:

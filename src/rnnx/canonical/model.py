@@ -214,10 +214,27 @@ class Bundle:
         from ..errors import UsageError
 
         known = ", ".join(l.name for l in self.layers) or "none"
+        modules = sorted(self.stacked_modules())
+        if modules:
+            known += f" (stacked modules, each one unit: {', '.join(modules)})"
         where = f"{self.source['path']} has" if self.source.get("path") else "There is"
         raise UsageError(f"{where} no recurrent layer named {name!r}; the layers are: {known}.")
 
+    def stacked_modules(self) -> dict[str, list[RecurrentLayer]]:
+        """Module name -> its layers in stack order, for the PyTorch modules with num_layers > 1 a reader
+        split into one layer per stack level (provenance `module` and `stack_index`)."""
+        modules: dict[str, list[RecurrentLayer]] = {}
+        for layer in self.layers:
+            module, index = layer.provenance.get("module"), layer.provenance.get("stack_index")
+            if isinstance(module, str) and module and isinstance(index, int):
+                modules.setdefault(module, []).append(layer)
+        return {m: sorted(ls, key=lambda l: l.provenance["stack_index"]) for m, ls in modules.items()
+                if len(ls) > 1}
+
     def only(self, name: str) -> "Bundle":
-        """A bundle holding just the recurrent layer `name`."""
+        """A bundle holding just the recurrent layer `name`, or every layer of the stacked module `name`
+        (PyTorch `encoder` -> `encoder.l0`, `encoder.l1`, ...), which writers keep as one chained unit."""
+        if not any(layer.name == name for layer in self.layers) and name in self.stacked_modules():
+            return Bundle(list(self.stacked_modules()[name]), dict(self.source))
         return Bundle([self.layer(name)], dict(self.source))
 

@@ -167,3 +167,69 @@ def test_reader_matches_tf_keras_on_old_cpu_files(tfk, k2, name):
         else:
             want = Y[:, :, 0] if layer.return_sequences else Y[:, -1, 0]
         assert float(np.abs(np.asarray(layer(x)) - want).max()) <= TOL
+
+
+@pytest.mark.parametrize("name", ["medaka_bigru_full.hdf5", "medaka_lstm_theano_full.h5"])
+def test_old_era_full_models_load_and_predict_as_the_source(tfk, k2, tmp_path, name):
+    """Keras 2.1.5 (reset-before GRU, hard_sigmoid) and 2.0.4 (theano) full models: the .h5 rnnx writes
+    loads with load_model alone and predicts what tf_keras predicts on the source file itself, and its
+    config states the era's defaults."""
+    out = tmp_path / "out.h5"
+    rnnx.convert(k2 / name, out)
+    x = x_of(FULL_MODELS[name])
+    want = tfk.models.load_model(str(k2 / name), compile=False).predict(x, verbose=0)
+    got = tfk.models.load_model(str(out), compile=False).predict(x, verbose=0)
+    assert float(np.abs(got - want).max()) <= TOL
+    with h5py.File(out) as f:
+        written = json.loads(f.attrs["model_config"])
+    recurrent = [e for e in _entries(written) if e["class_name"] in ("GRU", "LSTM")]
+    assert recurrent and all(e["config"]["recurrent_activation"] == "hard_sigmoid" and "implementation" in e["config"]
+                             for e in recurrent)
+    assert all(e["config"]["reset_after"] is False for e in recurrent if e["class_name"] == "GRU")
+
+def _entries(value):
+    """Every serialized layer inside a config, depth first."""
+    if isinstance(value, dict):
+        if isinstance(value.get("class_name"), str) and isinstance(value.get("config"), dict):
+            yield value
+        for v in value.values():
+            yield from _entries(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _entries(v)
+
+
+def test_keras_2_0_config_without_era_keys_loads_as_it_was_saved(tfk, tmp_path):
+    """A Keras 2.0 config has no `reset_after` (2.0 had only the reset-before GRU) and may leave out
+    `recurrent_activation` / `implementation`, which then meant hard_sigmoid and 0. tf_keras reads a
+    missing reset_after as True and a missing recurrent_activation as sigmoid, so such a file does not
+    load (or computes other numbers); rnnx's .h5 states them and loads as the model that was saved.
+    Keras 2.0 itself cannot run here: the file is a tf_keras model whose config is stripped of those keys
+    and stamped keras_version 2.0.8, as Keras 2.0 wrote it."""
+    L = tfk.layers
+    model = tfk.Sequential([
+        tfk.Input((6, 3)),
+        L.Bidirectional(L.GRU(4, reset_after=False, recurrent_activation="hard_sigmoid", return_sequences=True)),
+        L.LSTM(3, recurrent_activation="hard_sigmoid", return_sequences=True),
+        L.GRU(2, reset_after=False, recurrent_activation="hard_sigmoid"),
+    ])
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.5 for w in model.get_weights()])
+    src = tmp_path / "keras20.h5"
+    model.save(str(src))
+    with h5py.File(src, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        for entry in _entries(config):
+            if entry["class_name"] in ("GRU", "LSTM"):
+                for key in ("reset_after", "recurrent_activation", "implementation"):
+                    entry["config"].pop(key, None)
+        f.attrs["model_config"] = json.dumps(config).encode()
+        for attrs in (f.attrs, f["model_weights"].attrs):
+            attrs["keras_version"] = b"2.0.8"
+    with pytest.raises(ValueError):
+        tfk.models.load_model(str(src), compile=False)  # what a user of the stripped file meets today
+    out = tmp_path / "out.h5"
+    rnnx.convert(src, out)
+    x = x_of((2, 6, 3), seed=4)
+    got = np.asarray(tfk.models.load_model(str(out), compile=False)(x))
+    assert float(np.abs(got - np.asarray(model(x))).max()) <= TOL

@@ -209,3 +209,37 @@ def test_layers_rnnx_cannot_translate_are_refused(name, layer, tmp_path, cli):
     result = cli("convert", MODELS / f"{name}.h5", out)
     assert result.returncode == 2 and layer in result.stderr and ".weights.h5" in result.stderr
     assert not out.exists()
+
+
+def test_keras_2_0_gru_without_reset_after_becomes_a_reset_before_keras3_gru(tmp_path):
+    """A Keras 2.0 config has no reset_after (only reset-before GRUs existed); Keras 3 reads a missing key as
+    True. The translation states reset_after=False, so Keras 3 computes what tf_keras computed for the saved
+    model. The file is a tf_keras model whose config is stripped of the key and stamped 2.0.8."""
+    import json
+
+    import h5py
+    import keras
+    import tf_keras
+
+    L = tf_keras.layers
+    model = tf_keras.Sequential([tf_keras.Input((6, 3)),
+                                 L.Bidirectional(L.GRU(4, reset_after=False, return_sequences=True)),
+                                 L.GRU(2, reset_after=False)])
+    _randomize(model, 11)
+    src = tmp_path / "keras20.h5"
+    model.save(str(src))
+    with h5py.File(src, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        layers = config["config"]["layers"]
+        for gru in (layers[1]["config"]["layer"]["config"], layers[2]["config"]):
+            del gru["reset_after"]
+        f.attrs["model_config"] = json.dumps(config).encode()
+        for attrs in (f.attrs, f["model_weights"].attrs):
+            attrs["keras_version"] = b"2.0.8"
+    out = tmp_path / "out.keras"
+    rnnx.convert(src, out)
+    written = archive_config(out)["config"]["layers"]
+    assert written[1]["config"]["layer"]["config"]["reset_after"] is False and \
+        written[2]["config"]["reset_after"] is False
+    x = np.random.default_rng(12).standard_normal((2, 6, 3)).astype(np.float32)
+    assert max_abs(keras.models.load_model(out)(x), model(x)) <= 1e-5

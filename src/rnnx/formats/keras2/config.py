@@ -118,6 +118,17 @@ def options_of(config: dict) -> dict:
     return {k: config[k] for k in OPTION_KEYS if k in config}
 
 
+def default_implementation(keras_version: str | None) -> int:
+    """LSTM/GRU `implementation` default of the Keras that wrote a file: 0 in Keras 2.0, 1 in 2.1-2.2
+    (and TF 1.x tf.keras, which "-tf" versions do not tell apart: 2 is assumed), 2 from 2.3 and in TF 2
+    tf.keras. It picks how the gates are computed, not
+    what they compute; written out so that every loader reads the file's own choice."""
+    major, minor = version_tuple(keras_version)
+    if (keras_version and keras_version.endswith("-tf")) or (major, minor) == (0, 0) or (major, minor) >= (2, 3):
+        return 2
+    return 0 if (major, minor) < (2, 1) else 1
+
+
 def version_tuple(version: str | None) -> tuple[int, int]:
     m = re.match(r"(\d+)\.(\d+)", version or "")
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
@@ -138,15 +149,48 @@ def default_recurrent_activation(keras_version: str | None) -> str:
 
 # --- rewriting classes ----------------------------------------------------------------------
 
-def _walk(entry, visit) -> None:
+def _walk(entry, visit, classes=RECURRENT_CLASSES) -> None:
     if isinstance(entry, dict):
-        if entry.get("class_name") in RECURRENT_CLASSES and isinstance(entry.get("config"), dict):
+        if entry.get("class_name") in classes and isinstance(entry.get("config"), dict):
             visit(entry)
         for v in entry.values():
-            _walk(v, visit)
+            _walk(v, visit, classes)
     elif isinstance(entry, list):
         for v in entry:
-            _walk(v, visit)
+            _walk(v, visit, classes)
+
+
+CELL_CLASSES = tuple(LAYER_OF_CELL)
+
+
+def with_era_defaults(model_config: dict, keras_version: str | None) -> dict:
+    """`model_config` with every recurrent default a later Keras changed written out as the writing Keras
+    meant it, so that tf_keras 2.21 and Keras 3 load the layer that was saved:
+
+    - GRU `reset_after`: Keras 2.0 and the 2.1 releases before keras-team/keras#9112 (January 2018) had
+      no such argument (always reset-before), later standalone Keras 2 defaults to False, while tf.keras 2
+      and Keras 3 default a missing key to True;
+    - LSTM/GRU `recurrent_activation`: hard_sigmoid before Keras 2.3 (default_recurrent_activation);
+    - `activation` (tanh in every era), so no reader has to assume;
+    - LSTM/GRU `implementation` (0, 1 or 2 by era; default_implementation).
+    The reader applies the same rules, so the written config says what rnnx read. CuDNN layers have
+    none of these options."""
+    out = copy.deepcopy(model_config)
+
+    def visit(entry):
+        cls, config = entry["class_name"], entry["config"]
+        if cls in CUDNN_CLASSES:
+            return
+        config.setdefault("activation", "tanh")
+        if cls in ("SimpleRNN", "SimpleRNNCell"):
+            return
+        config.setdefault("recurrent_activation", default_recurrent_activation(keras_version))
+        config.setdefault("implementation", default_implementation(keras_version))
+        if cls in ("GRU", "GRUCell"):
+            config.setdefault("reset_after", False)
+
+    _walk(out, visit, RECURRENT_CLASSES + CELL_CLASSES)
+    return out
 
 
 def to_cpu(model_config: dict) -> tuple[dict, list[str]]:

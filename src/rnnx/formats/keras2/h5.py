@@ -602,7 +602,8 @@ def _structured_plan(bundle: Bundle, path: Path, cudnn: bool) -> _Plan:
         groups[g] = [(n, values[g][n]) for n in stored]
     model_config = None
     if src.get("full_model") and src.get("model_config"):
-        model_config, config_notes = (kc.to_cudnn if cudnn else kc.to_cpu)(src["model_config"])
+        explicit = kc.with_era_defaults(src["model_config"], src.get("keras_version"))
+        model_config, config_notes = (kc.to_cudnn if cudnn else kc.to_cpu)(explicit)
         noted = {n.split(":", 1)[0].rsplit("/", 1)[-1] for n in notes}
         notes.extend(n for n in config_notes if n.split(":", 1)[0] not in noted)
         if config_notes:

@@ -13,8 +13,9 @@ claimed than the archive holds is refused before anything is read. Bundle conven
   per LSTM / GRU / SimpleRNN layer and per Bidirectional wrapping one, named by the
   Keras layer name (config name), activations and reset_after from the config,
   provenance class_name (the cell's Keras class: LSTM, GRU or SimpleRNN, also under a
-  wrapper), wrapper ("Bidirectional", when wrapped), keras_version and keras3_path (where
-  the weights sit in model.weights.h5), options return_sequences, return_state, go_backwards,
+  wrapper), wrapper ("Bidirectional" or "TimeDistributed", the outermost, when wrapped; a
+  TimeDistributed layer's recurrent layer is named after the TimeDistributed), keras_version and
+  keras3_path (where the layer sits in model.weights.h5), options return_sequences, return_state, go_backwards,
   stateful, unroll, zero_output_for_mask, dropout, recurrent_dropout and, for
   Bidirectional, merge_mode. Every other layer with variables is an
   OpaqueLayer(Keras layer name, Keras class name, weights in Keras 3 variable order named

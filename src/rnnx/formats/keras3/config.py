@@ -10,7 +10,10 @@ keras import) for `build_config` and the tensors' `shape`.
 What changes on the way:
 - CuDNNLSTM -> LSTM(tanh, sigmoid), CuDNNGRU -> GRU(reset_after=True, tanh, sigmoid);
   every recurrent layer's activations, reset_after and use_bias are taken from the
-  canonical layer rnnx read (the weights' truth), not from the config text.
+  canonical layer rnnx read (the weights' truth), not from the config text; so an era default
+  a Keras 2 config leaves out (a Keras 2.0 GRU has no reset_after) is stated as it was meant.
+  A recurrent layer (or Bidirectional) inside TimeDistributed is found under the
+  TimeDistributed's name, as the readers name it.
 - Initializers, regularizers and constraints Keras 3 has are carried over with the keys
   Keras 3 accepts; others are dropped and said so in the notes.
 - Keras 2 options Keras 3 has no counterpart for (implementation, input_length, ...) are
@@ -516,19 +519,19 @@ def _rnn_shapes(k3_class: str, cfg: dict, shape: Shape) -> list[Shape]:
     return [out] + [[shape[0], units]] * states
 
 
-def _bidirectional(class_name: str, cfg: dict, in_shapes: list[Shape], ctx: Context):
+def _bidirectional(class_name: str, cfg: dict, in_shapes: list[Shape], ctx: Context, wrapped_name: str | None = None):
     name = cfg.get("name")
     inner = cfg.get("layer", {})
     inner_class = inner.get("class_name")
     if inner_class not in RECURRENT_CLASSES and inner_class not in RENAMED_CLASSES:
         raise UnsupportedError(f"Layer {name!r} wraps a {inner_class!r}; rnnx writes Bidirectional LSTM, GRU, "
                                f"SimpleRNN, CuDNNLSTM and CuDNNGRU to Keras 3.")
-    canonical = ctx.find(name)
+    canonical = ctx.find(wrapped_name or name)
     if canonical is None or canonical.num_directions != 2:
         raise UnsupportedError(f"Bidirectional layer {name!r} has no two-direction weights in the source.")
     inner_cfg = dict(inner.get("config", {}))
     inner_name = inner_cfg.get("name", "rnn")
-    k3_inner, fwd, shapes = _recurrent(inner_class, inner_cfg, in_shapes, ctx, wrapped_name=name)
+    k3_inner, fwd, shapes = _recurrent(inner_class, inner_cfg, in_shapes, ctx, wrapped_name=wrapped_name or name)
     if "backward_layer" in cfg:
         ctx.note(f"layer {name!r}: its separate backward_layer config was replaced by a mirror of the forward one.")
     fwd = dict(fwd, name=f"forward_{inner_name}", go_backwards=False)
@@ -559,7 +562,23 @@ def _wrapped(k3_class: str, config: dict, input_shape: Shape) -> dict:
 def _time_distributed(class_name: str, cfg: dict, in_shapes: list[Shape], ctx: Context):
     shape = in_shapes[0]
     inner = cfg.get("layer", {})
-    inner_entry, inner_out = _layer(inner, [[shape[0]] + shape[2:]], ctx)
+    step = [shape[0]] + shape[2:]
+    inner_class = inner.get("class_name")
+    if inner_class in RECURRENT_CLASSES or inner_class in RENAMED_CLASSES:
+        # readers name a wrapped recurrent layer after its TimeDistributed
+        canonical = ctx.find(cfg.get("name"))
+        if canonical is not None and canonical.num_directions != 1:
+            raise UnsupportedError(f"Layer {cfg.get('name')!r} wraps a plain {inner_class} but its weights have "
+                                   f"two directions.")
+        k3_inner, inner_cfg, inner_out = _recurrent(inner_class, dict(inner.get("config", {})), [step], ctx,
+                                                    wrapped_name=cfg.get("name"))
+        inner_entry = _wrapped(k3_inner, inner_cfg, step)
+    elif inner_class == "Bidirectional":
+        k3_inner, inner_cfg, inner_out = _bidirectional(inner_class, dict(inner.get("config", {})), [step], ctx,
+                                                        wrapped_name=cfg.get("name"))
+        inner_entry = _wrapped(k3_inner, inner_cfg, step)
+    else:
+        inner_entry, inner_out = _layer(inner, [step], ctx)
     out = {"name": cfg.get("name"), "trainable": cfg.get("trainable", True), "dtype": _policy(cfg.get("dtype")),
            "layer": inner_entry}
     return "TimeDistributed", out, [[shape[0], shape[1]] + inner_out[0][1:]]

@@ -6,7 +6,7 @@ zip) stores one HDF5 group per saveable object, at the object's attribute path:
     layers/<layer>/vars/0 ...           a plain layer's variables, creation order
     layers/<rnn>/cell/vars/0, 1, 2      LSTM / GRU / SimpleRNN: kernel, recurrent_kernel, bias
     layers/<bidi>/forward_layer/cell/vars/...   and .../backward_layer/cell/vars/...
-    layers/<td>/layer/vars/...          TimeDistributed
+    layers/<td>/layer/vars/...          TimeDistributed (a wrapped LSTM: layers/<td>/layer/cell/vars/...)
     layers/<nested model>/layers/...    a Sequential / Functional inside a model
 
 A model's layers are addressed not by their names but by their class: `<layer>` is the
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as dataclasses_replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -396,14 +396,9 @@ def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, pro
     from ...canonical import OpaqueLayer
 
     name = cl.qualified_name
-    rnn_config = None
-    if cl.class_name in RECURRENT_CLASSES:
-        rnn_config, cells = cl.config, [f"{cl.path}/cell"]
-    elif cl.class_name == "Bidirectional" and cl.config.get("layer", {}).get("class_name") in RECURRENT_CLASSES:
-        rnn_config = cl.config["layer"].get("config", {})
-        cells = [f"{cl.path}/forward_layer/cell", f"{cl.path}/backward_layer/cell"]
-    if rnn_config is not None:
-        inner_class = cl.class_name if cl.class_name in RECURRENT_CLASSES else cl.config["layer"]["class_name"]
+    found = recurrent_of(cl.class_name, cl.config, cl.path)
+    if found is not None:
+        inner_class, rnn_config, cells, wrappers = found
         cell = RECURRENT_CLASSES[inner_class]
         missing = [c for c in cells if c not in tree or not tree[c].arrays]
         if missing:
@@ -412,13 +407,14 @@ def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, pro
         reset_after = bool(rnn_config.get("reset_after", True))
         where_layer = f"{where}: layer {name!r}"
         directions = [direction_from_vars(cell, tree[c].arrays, reset_after, where_layer) for c in cells]
-        claimed.update(cells + [cl.path] + [c.rsplit("/", 1)[0] for c in cells])
+        owners = [c.rsplit("/", 1)[0] for c in cells]
+        claimed.update(cells + owners + [o.rsplit("/", 1)[0] for o in owners] + [cl.path])
         options = {k: rnn_config[k] for k in RNN_OPTIONS if k in rnn_config}
-        if cl.class_name == "Bidirectional":
-            options["merge_mode"] = cl.config.get("merge_mode", "concat")
+        if "Bidirectional" in wrappers:
+            options["merge_mode"] = _bidirectional_config(cl.class_name, cl.config).get("merge_mode", "concat")
         prov = dict(provenance, class_name=inner_class, keras3_path=cl.path)
-        if cl.class_name == "Bidirectional":
-            prov["wrapper"] = "Bidirectional"
+        if wrappers:
+            prov["wrapper"] = wrappers[0]
         return RecurrentLayer(
             name=name, cell=cell, directions=directions,
             activations=activations_from_config(cell, rnn_config, keras_major(provenance.get("keras_version")),
@@ -431,6 +427,28 @@ def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, pro
     if not weights:
         return None
     return OpaqueLayer(name, cl.class_name, weights, {"keras3_path": cl.path})
+
+
+def recurrent_of(class_name: str | None, config: dict, path: str):
+    """(inner class, its config, cell paths, wrappers outermost first) when the layer at `path` is a
+    LSTM / GRU / SimpleRNN, also inside Bidirectional and TimeDistributed (whose wrapped layer Keras 3
+    keeps under `<path>/layer`); None otherwise."""
+    wrappers: list[str] = []
+    if class_name == "TimeDistributed":
+        inner = config.get("layer") if isinstance(config.get("layer"), dict) else {}
+        class_name, config, path = inner.get("class_name"), inner.get("config") or {}, f"{path}/layer"
+        wrappers.append("TimeDistributed")
+    if class_name in RECURRENT_CLASSES:
+        return class_name, config, [f"{path}/cell"], wrappers
+    inner = config.get("layer") if isinstance(config.get("layer"), dict) else {}
+    if class_name == "Bidirectional" and inner.get("class_name") in RECURRENT_CLASSES:
+        return (inner["class_name"], inner.get("config") or {},
+                [f"{path}/forward_layer/cell", f"{path}/backward_layer/cell"], wrappers + ["Bidirectional"])
+    return None
+
+
+def _bidirectional_config(class_name: str, config: dict) -> dict:
+    return (config.get("layer") or {}).get("config", {}) if class_name == "TimeDistributed" else config
 
 
 def _layer_path(path: str) -> str:
@@ -453,10 +471,14 @@ def _items_without_config(groups: dict[str, VarGroup], where: str, provenance: d
     for layer_path, paths in in_file_order:
         label = groups[layer_path].name if layer_path in groups and groups[layer_path].name else \
             layer_path.rsplit("/", 1)[-1]
-        kind = sorted(p[len(layer_path):] for p in paths)
-        cells = {"/cell": [layer_path + "/cell"],
-                 "/backward_layer/cell|/forward_layer/cell": [layer_path + "/forward_layer/cell",
-                                                              layer_path + "/backward_layer/cell"]}.get("|".join(kind))
+        kind = "|".join(sorted(p[len(layer_path):] for p in paths))
+        wrapped = kind.startswith("/layer/")  # TimeDistributed keeps its layer's variables under `layer`
+        inner = layer_path + "/layer" if wrapped else layer_path
+        if wrapped:
+            kind = "|".join(k[len("/layer"):] for k in kind.split("|"))
+        cells = {"/cell": [inner + "/cell"],
+                 "/backward_layer/cell|/forward_layer/cell": [inner + "/forward_layer/cell",
+                                                              inner + "/backward_layer/cell"]}.get(kind)
         found = [infer_cell(groups[c].arrays) for c in cells] if cells else []
         if found and all(found) and len(set(found)) == 1:
             cell, reset_after = found[0]
@@ -465,6 +487,8 @@ def _items_without_config(groups: dict[str, VarGroup], where: str, provenance: d
             prov = dict(provenance, class_name=KERAS_CLASS[cell], keras3_path=layer_path)
             if len(cells) == 2:
                 prov["wrapper"] = "Bidirectional"
+            if wrapped:
+                prov["wrapper"] = "TimeDistributed"
             recorded = groups[layer_path].rnnx if layer_path in groups else None
             activations, options = _recorded(recorded, cell)
             if activations:
@@ -527,6 +551,8 @@ def entries_from_bundle(bundle, model_config: dict | None, accept_activation_cha
     for item in bundle.items:
         if isinstance(item, RecurrentLayer):
             class_name = "Bidirectional" if item.num_directions == 2 else KERAS_CLASS[item.cell]
+            if item.provenance.get("wrapper") == "TimeDistributed":
+                class_name = "TimeDistributed"
             path = item.provenance.get("keras3_path") or namer.next(class_name)
             entries.extend(_recurrent_entries(item, path, accept_activation_change))
             continue
@@ -578,6 +604,12 @@ def _recurrent_entries(layer: RecurrentLayer, path: str, accept_activation_chang
     reason = refusal(layer, accept_activation_change)
     if reason:
         raise UnsupportedError(reason)
+    if layer.provenance.get("wrapper") == "TimeDistributed":
+        # Keras 3 keeps the wrapped layer under `<path>/layer`; the rnnx record stays on the layer's own group
+        inner = dataclasses_replace(layer, provenance={k: v for k, v in layer.provenance.items() if k != "wrapper"})
+        head, *rest = _recurrent_entries(inner, f"{path}/layer", accept_activation_change)
+        inner_name = snake_case(KERAS_CLASS[layer.cell]) if layer.num_directions == 1 else "bidirectional"
+        return [VarGroup(path, layer.name, rnnx=head.rnnx), dataclasses_replace(head, name=inner_name, rnnx=None)] + rest
     cell_name = f"{snake_case(KERAS_CLASS[layer.cell])}_cell"
     if layer.num_directions == 1:
         return [VarGroup(path, layer.name, rnnx=_recorded_of(layer)),
@@ -617,9 +649,7 @@ def _entries_from_config(bundle, model_config: dict, accept_activation_change: b
         if cl.class_name in MODEL_CLASSES:
             entries.append(VarGroup(cl.path, name))
             continue
-        recurrent = cl.class_name in RECURRENT_CLASSES or (
-            cl.class_name == "Bidirectional" and cl.config.get("layer", {}).get("class_name") in RECURRENT_CLASSES)
-        if recurrent:
+        if recurrent_of(cl.class_name, cl.config, cl.path) is not None:
             if not isinstance(item, RecurrentLayer):
                 raise UnsupportedError(f"{where}: the model's layer {name!r} ({cl.class_name}) has no recurrent "
                                        f"weights in the source (was it left out with --layer?); write .weights.h5 "
