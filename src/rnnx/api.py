@@ -14,7 +14,7 @@ def load(path, **options) -> Bundle:
     """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON)."""
     path = Path(path)
     fmt = formats.for_reading(path)
-    if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights"):
+    if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights", "tf-checkpoint"):
         raise UsageError(f"--config gives a Keras weights file its architecture; {path} is read as {fmt.name}, "
                          f"which takes none, so leave --config out.")
     bundle = formats.load_module(fmt, "read").read(path, **options)
@@ -62,7 +62,7 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
         from .verification import nothing_to_verify
 
         raise UsageError(nothing_to_verify(bundle) + " Convert without --verify.")  # refused before writing
-    notes = save(bundle, dst, to=fmt.name, layer=layer, **options)
+    notes = list(bundle.source.get("read_notes") or []) + save(bundle, dst, to=fmt.name, layer=layer, **options)
     result = ConvertResult(bundle, fmt.name, list(notes))
     if verify:
         from .verification import verify_bundle

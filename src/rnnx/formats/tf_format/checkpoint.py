@@ -1,0 +1,41 @@
+"""TensorFlow checkpoints (format "tf-checkpoint"): a prefix with `.index` and `.data-*` files.
+
+TF2 object-based checkpoints (Keras `save_weights` without `.h5`, `ModelCheckpoint`) carry an
+object graph: layers by object path (`layer_with_weights-K`, `forward_layer` / `backward_layer`),
+cells recognised from shapes as in a weights-only HDF5 file; `config=model.json` names them and
+gives the full model (keras_model.py). TF1 name-based checkpoints (`tf.train.Saver`) have no
+object graph and go to tf1.py. Optimizer slots and counters are left out, with a note.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...canonical import Bundle
+from ...errors import FormatError
+from ..keras2.h5 import _config_file
+from . import keras_model
+from .bundle import read_bundle, resolve_prefix
+from .object_graph import read_object_graph
+
+FORMAT = "tf-checkpoint"
+
+
+def read(path, config=None, forget_bias=None, **_options) -> Bundle:
+    prefix = resolve_prefix(Path(path))
+    entries = read_bundle(prefix)
+    graph = read_object_graph(entries, Path(f"{prefix}.index"))
+    if graph is None:
+        from . import tf1
+
+        meta = Path(f"{prefix}.meta")
+        return tf1.layers_from_variables(entries, meta if meta.is_file() else None, forget_bias)
+    model_config = _config_file(Path(config)) if config is not None else None
+    layers = keras_model.layer_nodes(graph, None, model_config, prefix)
+    layers = [layer for layer in layers if keras_model.weights_of(graph, layer)] if model_config is None else layers
+    if not layers:
+        raise FormatError(f"{prefix}.index: the object graph reaches no layer with weights from its root "
+                          f"(children: {', '.join(n for n, _ in graph.children(0)) or 'none'}).")
+    bundle = keras_model.build(entries, graph, layers, prefix, model_config, full_model=False, container=FORMAT)
+    bundle.source["read_notes"] = keras_model.ignored_note(entries)
+    return bundle

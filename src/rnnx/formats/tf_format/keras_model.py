@@ -1,0 +1,144 @@
+"""A Keras 2 model held in a tensor bundle (SavedModel variables or a `save_weights` checkpoint)
+turned into the same Bundle the Keras 2 HDF5 reader gives, so every writer (the whole-model
+ONNX exporter, `.keras`, full-model `.h5`) treats it as the Keras model it is.
+
+Layers are found through the object graph: the root's `layer-K` children are `model.layers`
+in order (`layer_with_weights-K` when a file has no `layer-K`), each reaching its variables
+(`cell/kernel`, `forward_layer/cell/kernel`, `kernel`, ...) whatever key the bundle stored them
+under (`trainable_variables/N/...` in SavedModels). Each layer becomes one group of weights named
+`<layer>/<object path>:0`, which is what the HDF5 reader's recognition reads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...canonical import Bundle
+from ...errors import FormatError, UnsupportedError
+from ..keras2 import config as kc
+from ..keras2.h5 import FORMAT as KERAS_H5, _Group, _items_of, _Source
+from .bundle import TensorEntry
+from .object_graph import ObjectGraph
+
+LAYER_CHILD = re.compile(r"^layer-(\d+)$")
+WEIGHTED_CHILD = re.compile(r"^layer_with_weights-(\d+)$")
+NON_MODEL_CHILDREN = ("optimizer", "save_counter", "keras_api", "signatures", "variables",
+                      "trainable_variables", "non_trainable_variables", "regularization_losses")
+
+
+@dataclass
+class LayerNode:
+    node: int
+    object_path: str  # "layer-3" or "layer_with_weights-1"
+    name: str  # the Keras layer name, or the object path when nothing names it
+    class_name: str | None
+
+
+def layer_nodes(graph: ObjectGraph, names: dict[int, dict] | None, model_config: dict | None,
+                path: Path) -> list[LayerNode]:
+    """The model's layers in order. `names`: per node id, the Keras metadata of that layer."""
+    children = graph.children(0)
+    by_index = sorted(((int(m.group(1)), local, node) for local, node in children
+                       if (m := LAYER_CHILD.match(local))))
+    weighted = sorted(((int(m.group(1)), local, node) for local, node in children
+                       if (m := WEIGHTED_CHILD.match(local))))
+    names = names or {}
+    if model_config is None and not names:
+        chosen = weighted or by_index  # nothing names the layers: their object paths do
+    else:
+        chosen = by_index or weighted
+    entries = None
+    if model_config is not None and any(node not in names for _, _, node in chosen):
+        entries = _config_layers(model_config, len(chosen), chosen is by_index, path)
+    out = []
+    for position, (_, local, node) in enumerate(chosen):
+        meta = names.get(node)
+        if meta is not None and isinstance(meta.get("name"), str):
+            name, class_name = meta["name"], meta.get("class_name")
+        elif entries is not None:
+            name, class_name = kc.entry_name(entries[position]), entries[position].get("class_name")
+        else:
+            name, class_name = local, None
+        out.append(LayerNode(node, local, name, class_name))
+    return out
+
+
+WEIGHTLESS = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
+              "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Activation", "Flatten", "Reshape",
+              "Permute", "RepeatVector", "Masking", "Concatenate", "Add", "Subtract", "Multiply", "Average",
+              "Maximum", "Minimum", "Dot", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
+              "GlobalAveragePooling1D", "ReLU", "LeakyReLU", "ELU", "Softmax", "Lambda", "Cropping1D",
+              "ZeroPadding1D", "UpSampling1D"}
+
+
+def _config_layers(model_config: dict, count: int, all_layers: bool, path: Path) -> list[dict]:
+    """The config entries that the object graph's `layer-K` (or `layer_with_weights-K`) children are."""
+    entries = kc.layer_entries(model_config)
+    if not all_layers:
+        entries = [e for e in entries if e.get("class_name") not in WEIGHTLESS]
+    elif len(entries) != count:
+        # Sequential models track model.layers, which leaves out the InputLayer the config lists
+        entries = [e for e in entries if e.get("class_name") != "InputLayer"]
+    if len(entries) != count:
+        raise FormatError(f"{path}: the architecture has {len(entries)} layers {'with weights ' * (not all_layers)}"
+                          f"where the checkpoint holds {count}; give the model.to_json() of the model that saved "
+                          f"these weights.")
+    return entries
+
+
+def weights_of(graph: ObjectGraph, layer: LayerNode) -> list[tuple[str, str]]:
+    """(object path below the layer, checkpoint key) of the layer's variables in Keras's order:
+    as tracked, with a Bidirectional's forward layer before its backward layer."""
+    found = graph.variables_under(layer.node)
+    return sorted(found, key=lambda item: item[0].startswith("backward_layer"))
+
+
+def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[LayerNode], path: Path,
+          model_config: dict | None, full_model: bool, container: str) -> Bundle:
+    groups = []
+    for layer in layers:
+        names, arrays = [], []
+        for rel, key in weights_of(graph, layer):
+            entry = entries.get(key)
+            if entry is None:
+                raise FormatError(f"{path}: the object graph says layer {layer.name!r} holds {rel!r} under the key "
+                                  f"{key!r}, which the checkpoint does not have; it is damaged or incomplete.")
+            value = entry.read()
+            if not hasattr(value, "dtype") or value.dtype.kind not in "fc":
+                kind = "strings" if isinstance(value, list) else str(getattr(value, "dtype", "?"))
+                raise UnsupportedError(f"{path}: layer {layer.name!r} holds {rel!r} as {kind} where a weight is "
+                                       f"expected; rnnx reads floating-point weights only.")
+            names.append(f"{layer.name}/{rel}:0")
+            arrays.append(value)
+        groups.append(_Group(layer.name, names, arrays))
+    src = _Source(path, None, "tensorflow", model_config, kc.top_level(model_config) if model_config else {})
+    if model_config is not None:
+        missing = [g.name for g in groups if g.weight_names and g.name not in src.top]
+        if missing:
+            raise FormatError(f"{path}: the architecture has no layer named {missing[0]!r} (it names "
+                              f"{', '.join(list(src.top)[:6]) or 'no layers'}); give the model.to_json() of the "
+                              f"model that saved these weights.")
+    items: list = []
+    for group in groups:
+        items.extend(_items_of(group, src, {it.name for it in items}))
+    source = {
+        "format": KERAS_H5, "container": container, "backend": "tensorflow",
+        "model_config": model_config, "has_architecture": model_config is not None, "full_model": full_model,
+        "layer_names": [g.name for g in groups], "groups": {g.name: list(g.weight_names) for g in groups},
+        "foreign_root_entries": [],
+    }
+    try:
+        return Bundle(items, source)
+    except ValueError as exc:
+        raise FormatError(f"{path}: {exc}.") from None
+
+
+def ignored_note(entries: dict[str, TensorEntry]) -> list[str]:
+    skipped = [k for k in entries if ".OPTIMIZER_SLOT" in k or k.startswith(("optimizer/", "save_counter/",
+                                                                               "keras_api/"))]
+    if not skipped:
+        return []
+    return [f"{len(skipped)} optimizer, metric and counter variables of the checkpoint are not carried over "
+            f"(compile the model again to train)."]
