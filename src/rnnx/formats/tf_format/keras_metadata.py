@@ -57,7 +57,21 @@ def model_config(metadata: KerasMetadata) -> dict | None:
     meta = metadata.model
     if meta is None or not isinstance(meta.get("config"), (dict, list)):
         return None
-    return {"class_name": meta.get("class_name"), "config": meta["config"]}
+    return {"class_name": meta.get("class_name"), "config": _plain(meta["config"])}
+
+
+def _plain(value, depth: int = 0):
+    """The config as model.to_json() writes it: SavedModel metadata spells tuples
+    {"class_name": "__tuple__", "items": [...]}, to_json() as lists."""
+    if depth > 200:
+        raise FormatError("The Keras metadata nests deeper than 200 levels.")
+    if isinstance(value, dict):
+        if value.get("class_name") == "__tuple__" and isinstance(value.get("items"), list):
+            return [_plain(v, depth + 1) for v in value["items"]]
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, depth + 1) for v in value]
+    return value
 
 
 def by_node(metadata: KerasMetadata, graph: ObjectGraph) -> dict[int, dict]:
