@@ -135,7 +135,7 @@ def _tensorflow_format(path: Path) -> str | None:
         return "tf-savedmodel"
     if TF_CHECKPOINT_FILE.search(path.name) or (not path.exists() and Path(f"{path}.index").is_file()):
         return "tf-checkpoint"
-    if path.is_file() and not path.suffix and _ends_with_table_magic(path):
+    if path.is_file() and _ends_with_table_magic(path):
         return "tf-checkpoint"  # a V1 checkpoint: its reader says why it is refused
     return None
 
