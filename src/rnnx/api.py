@@ -17,6 +17,11 @@ def load(path, **options) -> Bundle:
     if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights", "tf-checkpoint"):
         raise UsageError(f"--config gives a Keras weights file its architecture; {path} is read as {fmt.name}, "
                          f"which takes none, so leave --config out.")
+    if options.get("forget_bias") is None:
+        options.pop("forget_bias", None)
+    elif fmt.name != "tf-checkpoint":
+        raise UsageError(f"--forget-bias applies to TF1 checkpoints, whose LSTM cells add it at run time; {path} is "
+                         f"read as {fmt.name}, so leave --forget-bias out.")
     bundle = formats.load_module(fmt, "read").read(path, **options)
     bundle.source.setdefault("format", fmt.name)  # a .rnnx file keeps the format it was converted from
     bundle.source["path"] = str(path)  # the file read, never the one a .rnnx was made from
@@ -42,7 +47,8 @@ class ConvertResult:
 
 
 def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
-            verify: bool = False, raise_on_failure: bool = True, **options) -> ConvertResult:
+            verify: bool = False, raise_on_failure: bool = True, forget_bias: float | None = None,
+            **options) -> ConvertResult:
     """Read `src`, write `dst`; with verify=True also prove it numerically.
 
     A failed verification raises VerificationError, or with raise_on_failure=False is left in
@@ -55,7 +61,7 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     fmt = formats.for_writing(dst, to)
     if verify:
         formats.load_module(fmt, "run_layer")  # a target that cannot be verified is refused before writing
-    bundle = load(src, config=config)
+    bundle = load(src, config=config, forget_bias=forget_bias)
     if layer is not None:
         bundle = bundle.only(layer)
     if verify and not bundle.layers:
@@ -80,11 +86,11 @@ def inspect(path, **options) -> dict:
 
 
 def verify(src, dst, to: str | None = None, layer: str | None = None, tolerance: float | None = None,
-           config=None, raise_on_failure: bool = False) -> dict:
+           config=None, raise_on_failure: bool = False, forget_bias: float | None = None) -> dict:
     """Compare every recurrent layer of `src` (numpy reference) with `dst` run in its own runtime."""
     from .verification import verify_bundle
 
-    bundle = load(src, config=config)
+    bundle = load(src, config=config, forget_bias=forget_bias)
     if layer is not None:
         bundle = bundle.only(layer)
     return verify_bundle(bundle, Path(dst), to=to, tolerance=tolerance, raise_on_failure=raise_on_failure)

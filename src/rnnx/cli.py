@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", metavar="PATH")
     s.add_argument("--json", action="store_true", help="print JSON (schemas/inspect.schema.json)")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+    s.add_argument("--forget-bias", type=float, metavar="F",
+                   help="TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
+                   "graph, else TensorFlow's default for the cell)")
 
     s = sub.add_parser("convert", help="convert SRC into DST",
                        description="Read SRC, write DST in the format its suffix names (or --to). DST is "
@@ -43,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", choices=formats.names(), help="target format, when DST's suffix does not say it")
     s.add_argument("--layer", metavar="NAME", help="convert only this recurrent layer")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+    s.add_argument("--forget-bias", type=float, metavar="F",
+                   help="TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
+                   "graph, else TensorFlow's default for the cell)")
     s.add_argument("--verify", action="store_true", help="after writing, run DST and compare (exit 1 on mismatch)")
     s.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 14)")
     s.add_argument("--time-major", action="store_true", help="ONNX input as [seq, batch, features]")
@@ -65,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, help="max absolute error, used exactly (default: the larger of 1e-5 for float32 and "
                    "4 x the layer's measured float32 noise floor; README, 'How verify decides')")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+    s.add_argument("--forget-bias", type=float, metavar="F",
+                   help="TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
+                   "graph, else TensorFlow's default for the cell)")
     s.add_argument("--json", action="store_true", help="print JSON (schemas/verify.schema.json)")
 
     sub.add_parser("demo", help="convert the bundled CuDNNLSTM example and show it computes the same numbers",
@@ -121,7 +130,7 @@ def _inspect(args) -> int:
     from .api import inspect
     from .report import as_text
 
-    report = inspect(args.path, config=args.config)
+    report = inspect(args.path, config=args.config, forget_bias=args.forget_bias)
     print(json.dumps(report, indent=2) if args.json else _shown(as_text(report)))
     return 0
 
@@ -148,7 +157,7 @@ def _convert(args) -> int:
             raise UsageError(f"{flag} applies only to {' and '.join(targets)} targets; {args.dst} would be written "
                              f"as {target}. Leave {flag} out or choose another destination.")
     result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
-                     verify=args.verify, raise_on_failure=False, **options)
+                     verify=args.verify, raise_on_failure=False, forget_bias=args.forget_bias, **options)
     n = len(result.bundle.layers)
     print(f"wrote {args.dst} ({result.target_format}): {n} recurrent layer{'s' * (n != 1)}")
     for note in result.notes:
@@ -166,7 +175,8 @@ def _verify(args) -> int:
     from .api import verify
     from .verification import as_text
 
-    report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config)
+    report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config,
+                    forget_bias=args.forget_bias)
     print(json.dumps(_finite(report), indent=2, allow_nan=False) if args.json else _shown(as_text(report)))
     return 0 if report["ok"] else 1
 

@@ -196,3 +196,8 @@ def test_prefix_forms_all_reach_the_same_checkpoint(ckpt):
 def test_tensorflow_files_are_not_a_target(ckpt, cli, tmp_path):
     result = cli("convert", ckpt, tmp_path / "x.index")
     assert_one_sentence_failure(result, "does not write them")
+
+
+def test_forget_bias_is_refused_for_files_that_do_not_take_it(fixtures, cli):
+    result = cli("inspect", fixtures / "tensorflow" / "lstm_savedmodel", "--forget-bias", "1.0")
+    assert_one_sentence_failure(result, "--forget-bias applies to TF1 checkpoints")
