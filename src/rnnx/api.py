@@ -82,7 +82,7 @@ def inspect(path, **options) -> dict:
     from .report import describe
 
     path = Path(path)
-    return describe(load(path, **options))
+    return describe(load(path, shapes_only=True, **options))  # readers that can skip tensor data do
 
 
 def verify(src, dst, to: str | None = None, layer: str | None = None, tolerance: float | None = None,

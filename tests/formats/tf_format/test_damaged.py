@@ -88,6 +88,9 @@ def test_flipped_byte_in_a_data_shard(ckpt, cli, tmp_path):
     result = cli("convert", ckpt / "ckpt", tmp_path / "out.safetensors")
     assert_one_sentence_failure(result, "CRC32C", "damaged", KERNEL)
     assert list(tmp_path.glob("out*")) == []
+    # inspect reads the index and the object graph, not the weights: it still describes the file
+    inspected = cli("inspect", ckpt / "ckpt")
+    assert inspected.returncode == 0 and "units 4" in inspected.stdout, inspected.stderr
 
 
 def test_missing_shard(ckpt, cli, tmp_path):

@@ -81,7 +81,15 @@ class TensorEntry:
         return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape) \
             .astype(np.dtype(self.dtype))
 
-    def _raw(self, check: bool = True) -> bytes:
+    def placeholder(self) -> np.ndarray:
+        """An array of the entry's shape and dtype that reads nothing from the shard (zeros, no memory of
+        its own), for `rnnx inspect`; the shard must still hold the bytes the entry claims."""
+        self._check_fits()
+        if not self.is_numeric:
+            return self.read()  # strings and exotic dtypes: the reader decides on their values
+        return np.broadcast_to(np.zeros((), np.dtype(self.dtype)), self.shape)
+
+    def _check_fits(self) -> None:
         try:
             shard_size = self.shard.stat().st_size
         except OSError:
@@ -91,6 +99,9 @@ class TensorEntry:
             raise FormatError(f"{self.shard}: tensor {self.name!r} is said to lie at bytes {self.offset}-"
                               f"{self.offset + self.size}, past the end of the shard ({shard_size} bytes); the file "
                               f"is truncated or damaged.")
+
+    def _raw(self, check: bool = True) -> bytes:
+        self._check_fits()
         with open(self.shard, "rb") as fh:
             fh.seek(self.offset)
             raw = fh.read(self.size)

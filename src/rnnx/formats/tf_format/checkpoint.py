@@ -21,7 +21,7 @@ from .object_graph import read_object_graph
 FORMAT = "tf-checkpoint"
 
 
-def read(path, config=None, forget_bias=None, **_options) -> Bundle:
+def read(path, config=None, forget_bias=None, shapes_only: bool = False, **_options) -> Bundle:
     prefix = resolve_prefix(Path(path))
     entries = read_bundle(prefix)
     graph = read_object_graph(entries, Path(f"{prefix}.index"))
@@ -36,6 +36,7 @@ def read(path, config=None, forget_bias=None, **_options) -> Bundle:
     if not layers:
         raise FormatError(f"{prefix}.index: the object graph reaches no layer with weights from its root "
                           f"(children: {', '.join(n for n, _ in graph.children(0)) or 'none'}).")
-    bundle = keras_model.build(entries, graph, layers, prefix, model_config, full_model=False, container=FORMAT)
+    bundle = keras_model.build(entries, graph, layers, prefix, model_config, full_model=False, container=FORMAT,
+                               shapes_only=shapes_only)
     bundle.source["read_notes"] = keras_model.ignored_note(entries)
     return bundle

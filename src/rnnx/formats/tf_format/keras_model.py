@@ -96,7 +96,8 @@ def weights_of(graph: ObjectGraph, layer: LayerNode) -> list[tuple[str, str]]:
 
 
 def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[LayerNode], path: Path,
-          model_config: dict | None, full_model: bool, container: str) -> Bundle:
+          model_config: dict | None, full_model: bool, container: str, shapes_only: bool = False) -> Bundle:
+    """`shapes_only`: weights are placeholders of the stored shapes (inspect reads no tensor data)."""
     groups = []
     for layer in layers:
         names, arrays = [], []
@@ -105,7 +106,7 @@ def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[Laye
             if entry is None:
                 raise FormatError(f"{path}: the object graph says layer {layer.name!r} holds {rel!r} under the key "
                                   f"{key!r}, which the checkpoint does not have; it is damaged or incomplete.")
-            value = entry.read()
+            value = entry.placeholder() if shapes_only else entry.read()
             if not hasattr(value, "dtype") or value.dtype.kind not in "fc":
                 kind = "strings" if isinstance(value, list) else str(getattr(value, "dtype", "?"))
                 raise UnsupportedError(f"{path}: layer {layer.name!r} holds {rel!r} as {kind} where a weight is "

@@ -30,7 +30,7 @@ def is_savedmodel(path: Path) -> bool:
     return (folder_of(path) / keras_metadata.SAVED_MODEL).is_file()
 
 
-def read(path, **_options) -> Bundle:
+def read(path, shapes_only: bool = False, **_options) -> Bundle:
     folder = folder_of(Path(path))
     prefix = folder / VARIABLES
     if not Path(f"{prefix}.index").is_file():
@@ -52,6 +52,7 @@ def read(path, **_options) -> Bundle:
     layers = keras_model.layer_nodes(graph, keras_metadata.by_node(metadata, graph), config, folder)
     if not layers:
         raise FormatError(f"{folder}: the object graph reaches no Keras layer from its root.")
-    bundle = keras_model.build(entries, graph, layers, folder, config, full_model=True, container=FORMAT)
+    bundle = keras_model.build(entries, graph, layers, folder, config, full_model=True, container=FORMAT,
+                               shapes_only=shapes_only)
     bundle.source["read_notes"] = keras_model.ignored_note(entries)
     return bundle
