@@ -91,10 +91,26 @@ def test_checkpoint_recurrent_layer_to_torch(name, fixtures, tmp_path):
     assert max_error(got, expected) <= TOLERANCE
 
 
-def test_keras3_export_is_refused_with_a_reason(fixtures, cli, tmp_path):
-    result = cli("convert", fixtures / "tensorflow" / "keras3_export", tmp_path / "m.onnx")
+def test_keras3_export_read_from_variable_names_matches_tensorflow(fixtures, tmp_path):
+    """Keras 3 model.export() keeps no layer structure; the variable names and shapes tell the LSTM.
+    TensorFlow running the exported function is the oracle."""
+    import tensorflow as tf
+
+    src = fixtures / "tensorflow" / "keras3_export"
+    x = inputs_for("lstm")
+    exported = tf.saved_model.load(str(src))  # kept alive: the function reads its variables
+    expected = exported.serve(tf.constant(x)).numpy()
+    bundle = rnnx.load(src)
+    assert [(l.name, l.cell, l.units, l.input_size) for l in bundle.layers] == [("lstm", "lstm", 4, 3)]
+    rnnx.convert(src, tmp_path / "lstm.onnx", layer="lstm")
+    assert max_error(run_onnx(tmp_path / "lstm.onnx", x), expected) <= TOLERANCE
+
+
+def test_savedmodel_without_any_layer_structure_is_refused(fixtures, cli, tmp_path):
+    result = cli("convert", fixtures / "tensorflow" / "tf_module", tmp_path / "m.onnx")
     assert result.returncode == 2
     assert "without Keras layer structure" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -93,10 +93,27 @@ def _decode(path: Path, schema: protos.Message) -> dict:
         raise FormatError(f"{path} is not a well-formed {schema.name} ({exc}); it is truncated or damaged.") from None
 
 
+def variable_names(folder: Path) -> dict[str, str]:
+    """Object path -> the name a variable was created with (SavedVariable.name), from saved_model.pb."""
+    nodes, paths = _saved_objects(folder / SAVED_MODEL)
+    return {p: nodes[n]["variable"]["name"] for n, p in paths.items() if nodes[n].get("variable", {}).get("name")}
+
+
 def _from_saved_model(path: Path) -> list[tuple[str, str, str]]:
     """(object path, identifier, metadata) of every user object in saved_model.pb's object graph."""
+    nodes, paths = _saved_objects(path)
+    out = []
+    for node, node_path in paths.items():
+        user = nodes[node].get("user_object")
+        if user:
+            out.append((node_path, user.get("identifier", ""), user.get("metadata", "")))
+    return out
+
+
+def _saved_objects(path: Path) -> tuple[list[dict], dict[int, str]]:
+    """saved_model.pb's SavedObject nodes and the object path of each node reachable from the root."""
     if not path.is_file():
-        return []
+        return [], {}
     saved = _decode(path, protos.SAVED_MODEL)
     graphs = saved.get("meta_graphs", [])
     if not graphs:
@@ -111,9 +128,4 @@ def _from_saved_model(path: Path) -> list[tuple[str, str, str]]:
             if 0 <= node < len(nodes) and node not in paths:
                 paths[node] = f"{paths[current]}.{child.get('local_name', '')}"
                 queue.append(node)
-    out = []
-    for node, node_path in paths.items():
-        user = nodes[node].get("user_object")
-        if user:
-            out.append((node_path, user.get("identifier", ""), user.get("metadata", "")))
-    return out
+    return nodes, paths

@@ -113,8 +113,15 @@ def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[Laye
                                        f"expected; rnnx reads floating-point weights only.")
             names.append(f"{layer.name}/{rel}:0")
             arrays.append(value)
-        groups.append(_Group(layer.name, names, arrays))
-    src = _Source(path, None, "tensorflow", model_config, kc.top_level(model_config) if model_config else {})
+        groups.append((layer.name, list(zip(names, arrays))))
+    return build_groups(path, groups, model_config=model_config, full_model=full_model, container=container)
+
+
+def build_groups(path: Path, weights: list[tuple[str, list]], model_config: dict | None = None,
+                 full_model: bool = False, keras_version: str | None = None, container: str = "") -> Bundle:
+    """The Keras 2 bundle of layers given as (layer name, [(weight name, array), ...]) in model order."""
+    groups = [_Group(name, [n for n, _ in pairs], [a for _, a in pairs]) for name, pairs in weights]
+    src = _Source(path, keras_version, "tensorflow", model_config, kc.top_level(model_config) if model_config else {})
     if model_config is not None:
         missing = [g.name for g in groups if g.weight_names and g.name not in src.top]
         if missing:
@@ -130,6 +137,8 @@ def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[Laye
         "layer_names": [g.name for g in groups], "groups": {g.name: list(g.weight_names) for g in groups},
         "foreign_root_entries": [],
     }
+    if keras_version is not None:
+        source["keras_version"] = keras_version
     try:
         return Bundle(items, source)
     except ValueError as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ...canonical import Bundle
 from ...errors import FormatError, UnsupportedError
-from . import keras_metadata, keras_model
+from . import keras_metadata, keras_model, protos
 from .bundle import read_bundle
 from .object_graph import read_object_graph
 
@@ -44,15 +44,45 @@ def read(path, shapes_only: bool = False, **_options) -> Bundle:
     metadata = keras_metadata.read(folder)
     config = keras_metadata.model_config(metadata)
     if config is None:
-        raise UnsupportedError(
-            f"{folder} is a SavedModel without Keras layer structure (a Keras 3 model.export() or "
-            f"tf.saved_model.save of a plain tf.Module): its variables are a flat list that does not say which layer "
-            f"or cell each belongs to. Save the model with Keras (model.save('model.keras') in Keras 3, "
-            f"model.save_weights in Keras 2) and convert that file.")
+        return _from_variable_names(folder, entries, graph, shapes_only)
     layers = keras_model.layer_nodes(graph, keras_metadata.by_node(metadata, graph), config, folder)
     if not layers:
         raise FormatError(f"{folder}: the object graph reaches no Keras layer from its root.")
     bundle = keras_model.build(entries, graph, layers, folder, config, full_model=True, container=FORMAT,
                                shapes_only=shapes_only)
     bundle.source["read_notes"] = keras_model.ignored_note(entries)
+    return bundle
+
+
+def _from_variable_names(folder: Path, entries, graph, shapes_only: bool) -> Bundle:
+    """A SavedModel without Keras layer structure (Keras 3 `model.export()`): the flat list `variables/N`
+    is grouped by the names the variables were created with (`sequential/lstm/lstm_cell/kernel`), and
+    the cells are recognised from shapes as in a weights-only file. Without such names it is refused."""
+    named = keras_metadata.variable_names(folder)
+    variables = graph.child(0, "variables")
+    found = []
+    for local, node in graph.children(variables) if variables is not None else []:
+        key, name = graph.variable_key(node), named.get(f"root.variables.{local}")
+        if key is None or key not in entries:
+            raise FormatError(f"{folder}: the object graph's variables/{local} reaches no tensor of the checkpoint.")
+        if entries[key].dtype in ("float16", "float32", "float64"):
+            found.append((name, entries[key]))
+    if not found or any(name is None or "/" not in name for name, _ in found):
+        raise UnsupportedError(
+            f"{folder} is a SavedModel without Keras layer structure (no keras_metadata.pb, no Keras objects, no "
+            f"variable names that say which layer each belongs to), so rnnx cannot tell its layers apart. Save the "
+            f"model with Keras (model.save('model.keras') in Keras 3, model.save_weights in Keras 2) and convert "
+            f"that file.")
+    layers: dict[str, list] = {}
+    for name, entry in found:
+        parts = name.split("/")
+        group = parts[1] if len(parts) >= 3 else parts[0]  # parts[0] is the model's name
+        layers.setdefault(group, []).append(("/".join(parts[1:] if len(parts) >= 3 else parts) + ":0", entry))
+    bundle = keras_model.build_groups(
+        folder, [(group, [(n, e.placeholder() if shapes_only else e.read()) for n, e in weights])
+                 for group, weights in layers.items()],
+        keras_version="3", container=FORMAT)
+    bundle.source["read_notes"] = [
+        "a SavedModel without Keras layer structure (Keras 3 model.export()): layers were grouped by their "
+        "variable names and recognised from shapes; activations are Keras 3's defaults (sigmoid gates, tanh)."]
     return bundle
