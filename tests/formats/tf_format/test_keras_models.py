@@ -12,7 +12,7 @@ from tf_helpers import TOLERANCE, inputs_for, keras_predict, max_error, run_onnx
 
 import rnnx  # noqa: E402
 
-MODELS = ["lstm", "gru_after", "gru_before", "simple", "bidir", "stacked", "masked", "cudnn"]
+MODELS = ["lstm", "gru_after", "gru_before", "simple", "bidir", "stacked", "masked", "nested", "cudnn"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -52,13 +52,18 @@ def test_savedmodel_loaded_by_tf_keras_agrees(fixtures, tmp_path):
     assert max_error(run_onnx(tmp_path / "model.onnx", x), expected) <= TOLERANCE
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru_after", "simple", "stacked", "masked", "cudnn", "bidir"])
+@pytest.mark.parametrize("name", ["lstm", "gru_after", "simple", "stacked", "masked", "nested", "cudnn", "bidir"])
 def test_checkpoint_with_config_is_the_full_model(name, fixtures, tmp_path):
     folder = fixtures / "tensorflow"
     x = inputs_for(name)
     expected = keras_predict(tf_model(fixtures, name, tmp_path), x)
     rnnx.convert(folder / f"{name}_ckpt", tmp_path / "model.onnx", config=folder / f"{name}.json")
     assert max_error(run_onnx(tmp_path / "model.onnx", x), expected) <= TOLERANCE
+
+
+def test_nested_model_layers_are_named_outer_inner(fixtures):
+    bundle = rnnx.load(fixtures / "tensorflow" / "nested_savedmodel")
+    assert [l.name for l in bundle.layers] == ["encoder/inner_lstm", "outer_gru"]
 
 
 def test_checkpoint_without_config_names_layers_by_object_path(fixtures):

@@ -34,12 +34,14 @@ class LayerNode:
     object_path: str  # "layer-3" or "layer_with_weights-1"
     name: str  # the Keras layer name, or the object path when nothing names it
     class_name: str | None
+    entry: dict | None = None  # the layer's config entry, when a config is known
+    names: dict | None = None  # the Keras metadata per node id, for the layers of a nested model
 
 
 def layer_nodes(graph: ObjectGraph, names: dict[int, dict] | None, model_config: dict | None,
-                path: Path) -> list[LayerNode]:
-    """The model's layers in order. `names`: per node id, the Keras metadata of that layer."""
-    children = graph.children(0)
+                path: Path, root: int = 0) -> list[LayerNode]:
+    """The layers of the model at node `root` in order. `names`: per node id, the Keras metadata of that layer."""
+    children = graph.children(root)
     by_index = sorted(((int(m.group(1)), local, node) for local, node in children
                        if (m := LAYER_CHILD.match(local))))
     weighted = sorted(((int(m.group(1)), local, node) for local, node in children
@@ -55,13 +57,16 @@ def layer_nodes(graph: ObjectGraph, names: dict[int, dict] | None, model_config:
     out = []
     for position, (_, local, node) in enumerate(chosen):
         meta = names.get(node)
+        entry = entries[position] if entries is not None else None
         if meta is not None and isinstance(meta.get("name"), str):
             name, class_name = meta["name"], meta.get("class_name")
-        elif entries is not None:
-            name, class_name = kc.entry_name(entries[position]), entries[position].get("class_name")
+            if isinstance(meta.get("config"), (dict, list)) and meta.get("class_name") in kc.MODEL_CLASSES:
+                entry = {"class_name": meta["class_name"], "config": meta["config"]}
+        elif entry is not None:
+            name, class_name = kc.entry_name(entry), entry.get("class_name")
         else:
             name, class_name = local, None
-        out.append(LayerNode(node, local, name, class_name))
+        out.append(LayerNode(node, local, name, class_name, entry, names))
     return out
 
 
@@ -88,11 +93,31 @@ def _config_layers(model_config: dict, count: int, all_layers: bool, path: Path)
     return entries
 
 
-def weights_of(graph: ObjectGraph, layer: LayerNode) -> list[tuple[str, str]]:
-    """(object path below the layer, checkpoint key) of the layer's variables in Keras's order:
-    as tracked, with a Bidirectional's forward layer before its backward layer."""
-    found = graph.variables_under(layer.node)
-    return sorted(found, key=lambda item: item[0].startswith("backward_layer"))
+def weights_of(graph: ObjectGraph, layer: LayerNode, depth: int = 0) -> list[tuple[str, str]]:
+    """(weight path, checkpoint key) of the layer's variables in Keras's order: as tracked, with a
+    Bidirectional's forward layer before its backward layer. Paths start with the layer's name
+    (`lstm/cell/kernel`); in a nested model with the inner layer's (`inner_lstm/cell/kernel`), as
+    an HDF5 file names the weights of a nested model's group."""
+    inner = _nested_layers(graph, layer, depth)
+    if inner is None:
+        found = graph.variables_under(layer.node)
+        return [(f"{layer.name}/{rel}", key)
+                for rel, key in sorted(found, key=lambda item: item[0].startswith("backward_layer"))]
+    out = []
+    for sub in inner:
+        for rel, key in weights_of(graph, sub, depth + 1):
+            out.append((rel, key) if depth == 0 else (f"{layer.name}/{rel}", key))
+    return out
+
+
+def _nested_layers(graph: ObjectGraph, layer: LayerNode, depth: int) -> list[LayerNode] | None:
+    """The layers of a model nested in the model (a node with `layer-K` children), or None."""
+    if not any(LAYER_CHILD.match(local) or WEIGHTED_CHILD.match(local) for local, _ in graph.children(layer.node)):
+        return None
+    if depth > 16:
+        raise FormatError(f"{graph.path}: models nest deeper than 16 levels.")
+    config = layer.entry if layer.entry and layer.entry.get("class_name") in kc.MODEL_CLASSES else None
+    return layer_nodes(graph, layer.names, config, graph.path, root=layer.node)
 
 
 def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[LayerNode], path: Path,
@@ -101,7 +126,8 @@ def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[Laye
     groups = []
     for layer in layers:
         names, arrays = [], []
-        for rel, key in weights_of(graph, layer):
+        for name, key in weights_of(graph, layer):
+            rel = name
             entry = entries.get(key)
             if entry is None:
                 raise FormatError(f"{path}: the object graph says layer {layer.name!r} holds {rel!r} under the key "
@@ -111,7 +137,7 @@ def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[Laye
                 kind = "strings" if isinstance(value, list) else str(getattr(value, "dtype", "?"))
                 raise UnsupportedError(f"{path}: layer {layer.name!r} holds {rel!r} as {kind} where a weight is "
                                        f"expected; rnnx reads floating-point weights only.")
-            names.append(f"{layer.name}/{rel}:0")
+            names.append(f"{name}:0")
             arrays.append(value)
         groups.append((layer.name, list(zip(names, arrays))))
     return build_groups(path, groups, model_config=model_config, full_model=full_model, container=container)
