@@ -204,3 +204,15 @@ def test_tensorflow_files_are_not_a_target(ckpt, cli, tmp_path):
 def test_forget_bias_is_refused_for_files_that_do_not_take_it(fixtures, cli):
     result = cli("inspect", fixtures / "tensorflow" / "lstm_savedmodel", "--forget-bias", "1.0")
     assert_one_sentence_failure(result, "--forget-bias applies to TF1 checkpoints")
+
+
+def test_checkpoint_file_written_on_windows_with_escapes(ckpt):
+    (ckpt / "checkpoint").write_text('model_checkpoint_path: "C:\\\\Users\\\\j\\303\\274rgen\\\\run\\\\ckpt"\n')
+    assert tf_bundle.latest_checkpoint(ckpt / "checkpoint") == "C:\\Users\\jürgen\\run\\ckpt"
+    assert [l.units for l in rnnx.load(ckpt).layers] == [4]
+
+
+def test_convert_with_verify_from_a_savedmodel(fixtures, cli, tmp_path):
+    result = cli("convert", fixtures / "tensorflow" / "bidir_savedmodel", tmp_path / "m.onnx", "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "matches its source" in result.stdout

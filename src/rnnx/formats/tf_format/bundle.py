@@ -13,6 +13,7 @@ file before anything of that size is allocated.
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
 import re
@@ -123,6 +124,9 @@ def _strings(raw: bytes, count: int, entry: TensorEntry) -> list[bytes]:
     TensorFlow's checksum covers each length as a fixed little-endian integer (4 bytes, 8 for
     lengths past 2^32-1; not its varint), then
     the 4 length-checksum bytes, then the string bytes."""
+    if count + 4 > len(raw):  # each length takes at least one byte
+        raise FormatError(f"{entry.shard}: string tensor {entry.name!r} declares {count} elements in {len(raw)} "
+                          f"bytes; the checkpoint is damaged.")
     lengths, pos = [], 0
     try:
         for _ in range(count):
@@ -336,6 +340,9 @@ def latest_checkpoint(state: Path) -> str | None:
         return None
     for line in text.splitlines():
         match = CHECKPOINT_LINE.match(line)
-        if match:
-            return match.group(1).encode("utf-8").decode("unicode_escape")
+        if match:  # text-format escapes (\", \\, octal bytes of UTF-8) undone byte-wise
+            try:
+                return codecs.escape_decode(match.group(1).encode("utf-8"))[0].decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return match.group(1)
     return None
