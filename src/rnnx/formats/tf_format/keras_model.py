@@ -6,7 +6,8 @@ Layers are found through the object graph: the root's `layer-K` children are `mo
 in order (`layer_with_weights-K` when a file has no `layer-K`), each reaching its variables
 (`cell/kernel`, `forward_layer/cell/kernel`, `kernel`, ...) whatever key the bundle stored them
 under (`trainable_variables/N/...` in SavedModels). Each layer becomes one group of weights named
-`<layer>/<object path>:0`, which is what the HDF5 reader's recognition reads.
+`<layer>/<object path>:0` (a nested model's: `<inner layer>/<object path>:0`), which is what
+the HDF5 reader's recognition (keras2/h5.py, reused as it is) reads.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from .object_graph import ObjectGraph
 
 LAYER_CHILD = re.compile(r"^layer-(\d+)$")
 WEIGHTED_CHILD = re.compile(r"^layer_with_weights-(\d+)$")
-NON_MODEL_CHILDREN = ("optimizer", "save_counter", "keras_api", "signatures", "variables",
-                      "trainable_variables", "non_trainable_variables", "regularization_losses")
 
 
 @dataclass
@@ -127,15 +126,14 @@ def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[Laye
     for layer in layers:
         names, arrays = [], []
         for name, key in weights_of(graph, layer):
-            rel = name
             entry = entries.get(key)
             if entry is None:
-                raise FormatError(f"{path}: the object graph says layer {layer.name!r} holds {rel!r} under the key "
+                raise FormatError(f"{path}: the object graph says layer {layer.name!r} holds {name!r} under the key "
                                   f"{key!r}, which the checkpoint does not have; it is damaged or incomplete.")
             value = entry.placeholder() if shapes_only else entry.read()
             if not hasattr(value, "dtype") or value.dtype.kind not in "fc":
                 kind = "strings" if isinstance(value, list) else str(getattr(value, "dtype", "?"))
-                raise UnsupportedError(f"{path}: layer {layer.name!r} holds {rel!r} as {kind} where a weight is "
+                raise UnsupportedError(f"{path}: layer {layer.name!r} holds {name!r} as {kind} where a weight is "
                                        f"expected; rnnx reads floating-point weights only.")
             names.append(f"{name}:0")
             arrays.append(value)

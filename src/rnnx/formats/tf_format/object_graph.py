@@ -16,6 +16,9 @@ from .bundle import OBJECT_GRAPH_KEY, TensorEntry
 
 VARIABLE_ATTRIBUTE = "VARIABLE_VALUE"
 MAX_DEPTH = 64
+# Children that list again what the layer's own attributes reach (or hold no weights of the layer)
+NOT_WEIGHTS = {"keras_api", "variables", "trainable_variables", "non_trainable_variables", "regularization_losses",
+               "trainable_weights", "non_trainable_weights", "state_spec"}
 
 
 @dataclass
@@ -52,8 +55,7 @@ class ObjectGraph:
             if depth > MAX_DEPTH:
                 raise FormatError(f"{self.path}: the object graph nests deeper than {MAX_DEPTH} levels.")
             for local, child in self.children(current):
-                if child in seen or local.startswith(("_", "keras_api", "variables", "trainable_variables",
-                                                      "non_trainable_variables")):
+                if child in seen or local in NOT_WEIGHTS or local.startswith("_"):
                     continue
                 seen.add(child)
                 path = f"{prefix}{local}"

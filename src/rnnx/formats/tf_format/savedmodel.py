@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ...canonical import Bundle
 from ...errors import FormatError, UnsupportedError
-from . import keras_metadata, keras_model, protos
-from .bundle import read_bundle
+from . import keras_metadata, keras_model
+from .bundle import OBJECT_GRAPH_KEY, read_bundle
 from .object_graph import read_object_graph
 
 FORMAT = "tf-savedmodel"
@@ -39,8 +39,8 @@ def read(path, shapes_only: bool = False, **_options) -> Bundle:
     entries = read_bundle(prefix)
     graph = read_object_graph(entries, prefix)
     if graph is None:
-        raise FormatError(f"{prefix}.index has no object graph ({'_CHECKPOINTABLE_OBJECT_GRAPH'}); it is not the "
-                          f"variables of a TF2 SavedModel.")
+        raise FormatError(f"{prefix}.index has no object graph ({OBJECT_GRAPH_KEY}); it is not the variables of "
+                          f"a TF2 SavedModel.")
     metadata = keras_metadata.read(folder)
     config = keras_metadata.model_config(metadata)
     if config is None:
