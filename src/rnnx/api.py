@@ -19,7 +19,7 @@ def load(path, **options) -> Bundle:
                          f"which takes none, so leave --config out.")
     if options.get("forget_bias") is None:
         options.pop("forget_bias", None)
-    elif fmt.name != "tf-checkpoint":
+    elif fmt.name not in ("tf-checkpoint", "tf-savedmodel"):
         raise UsageError(f"--forget-bias applies to TF1 checkpoints, whose LSTM cells add it at run time; {path} is "
                          f"read as {fmt.name}, so leave --forget-bias out.")
     bundle = formats.load_module(fmt, "read").read(path, **options)

@@ -202,8 +202,11 @@ def test_tensorflow_files_are_not_a_target(ckpt, cli, tmp_path):
 
 
 def test_forget_bias_is_refused_for_files_that_do_not_take_it(fixtures, cli):
-    result = cli("inspect", fixtures / "tensorflow" / "lstm_savedmodel", "--forget-bias", "1.0")
+    result = cli("inspect", fixtures / "keras2" / "cpu_mix_full.h5", "--forget-bias", "1.0")
     assert_one_sentence_failure(result, "--forget-bias applies to TF1 checkpoints")
+    for keras_file in ("lstm_savedmodel", "lstm_ckpt"):  # Keras layers store their whole bias
+        result = cli("inspect", fixtures / "tensorflow" / keras_file, "--forget-bias", "1.0")
+        assert_one_sentence_failure(result, "--forget-bias", "Keras")
 
 
 def test_checkpoint_file_written_on_windows_with_escapes(ckpt):

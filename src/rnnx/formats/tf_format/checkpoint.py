@@ -30,6 +30,7 @@ def read(path, config=None, forget_bias=None, shapes_only: bool = False, **_opti
 
         meta = Path(f"{prefix}.meta")
         return tf1.layers_from_variables(entries, meta if meta.is_file() else None, forget_bias)
+    keras_model.refuse_forget_bias(forget_bias, prefix)
     model_config = _config_file(Path(config)) if config is not None else None
     layers = keras_model.layer_nodes(graph, None, model_config, prefix)
     layers = [layer for layer in layers if keras_model.weights_of(graph, layer)] if model_config is None else layers

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...canonical import Bundle
-from ...errors import FormatError, UnsupportedError
+from ...errors import FormatError, UnsupportedError, UsageError
 from ..keras2 import config as kc
 from ..keras2.h5 import FORMAT as KERAS_H5, _Group, _items_of, _Source
 from .bundle import TensorEntry
@@ -167,6 +167,12 @@ def build_groups(path: Path, weights: list[tuple[str, list]], model_config: dict
         return Bundle(items, source)
     except ValueError as exc:
         raise FormatError(f"{path}: {exc}.") from None
+
+
+def refuse_forget_bias(forget_bias: float | None, where: Path) -> None:
+    if forget_bias is not None:
+        raise UsageError(f"{where} holds a Keras model, whose LSTM bias already includes the forget gate's "
+                         f"(--forget-bias is for TF1 cells); leave --forget-bias out.")
 
 
 def ignored_note(entries: dict[str, TensorEntry]) -> list[str]:

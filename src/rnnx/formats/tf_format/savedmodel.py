@@ -4,7 +4,8 @@ The variables are the tensor bundle `variables/variables`; the Keras model confi
 layer's name come from `keras_metadata.pb` (TF >= 2.5) or from `saved_model.pb`'s object
 graph (before 2.5); the layers' variables are found through the checkpoint's object graph
 (keras_model.py). The result is the Bundle of a Keras 2 full-model file: every writer gets
-the whole model. No TensorFlow is imported.
+the whole model. A TF1 SavedModel (no object graph) goes to the TF1 reader. No TensorFlow is
+imported.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from ...canonical import Bundle
 from ...errors import FormatError, UnsupportedError
 from . import keras_metadata, keras_model
-from .bundle import OBJECT_GRAPH_KEY, read_bundle
+from .bundle import read_bundle
 from .object_graph import read_object_graph
 
 FORMAT = "tf-savedmodel"
@@ -26,11 +27,7 @@ def folder_of(path: Path) -> Path:
     return path.parent if path.name == keras_metadata.SAVED_MODEL else path
 
 
-def is_savedmodel(path: Path) -> bool:
-    return (folder_of(path) / keras_metadata.SAVED_MODEL).is_file()
-
-
-def read(path, shapes_only: bool = False, **_options) -> Bundle:
+def read(path, shapes_only: bool = False, forget_bias: float | None = None, **_options) -> Bundle:
     folder = folder_of(Path(path))
     prefix = folder / VARIABLES
     if not Path(f"{prefix}.index").is_file():
@@ -38,9 +35,11 @@ def read(path, shapes_only: bool = False, **_options) -> Bundle:
                           f"from there, so the folder is incomplete.")
     entries = read_bundle(prefix)
     graph = read_object_graph(entries, prefix)
-    if graph is None:
-        raise FormatError(f"{prefix}.index has no object graph ({OBJECT_GRAPH_KEY}); it is not the variables of "
-                          f"a TF2 SavedModel.")
+    if graph is None:  # a TF1 SavedModel (SavedModelBuilder, simple_save): name-based variables
+        from . import tf1
+
+        return tf1.layers_from_variables(entries, None, forget_bias)
+    keras_model.refuse_forget_bias(forget_bias, folder)
     metadata = keras_metadata.read(folder)
     config = keras_metadata.model_config(metadata)
     if config is None:
