@@ -52,7 +52,8 @@ def test_savedmodel_loaded_by_tf_keras_agrees(fixtures, tmp_path):
     assert max_error(run_onnx(tmp_path / "model.onnx", x), expected) <= TOLERANCE
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru_after", "simple", "stacked", "masked", "nested", "cudnn", "bidir"])
+@pytest.mark.parametrize("name", ["lstm", "gru_after", "simple", "stacked", "masked", "nested", "cudnn", "cudnn_gru",
+                                  "bidir"])
 def test_checkpoint_with_config_is_the_full_model(name, fixtures, tmp_path):
     folder = fixtures / "tensorflow"
     x = inputs_for(name)
@@ -71,6 +72,8 @@ def test_checkpoint_without_config_names_layers_by_object_path(fixtures):
     assert [(l.name, l.cell, l.num_directions, l.units) for l in bundle.layers] == [
         ("layer_with_weights-0", "lstm", 2, 3), ("layer_with_weights-1", "gru", 2, 2)]
     assert bundle.source["has_architecture"] is False
+    cudnn = rnnx.load(fixtures / "tensorflow" / "cudnn_gru_ckpt").layers
+    assert [(l.name, l.provenance["class_name"], l.units) for l in cudnn] == [("layer_with_weights-0", "CuDNNGRU", 4)]
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru_after", "simple"])

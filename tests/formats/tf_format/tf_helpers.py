@@ -15,20 +15,25 @@ def tf_model(fixtures: Path, name: str, tmp_path: Path):
     CuDNN layers cannot run on a CPU: their weights go to the CPU twin through tf_keras's own
     converting HDF5 load_weights."""
     import tf_keras
+    from tf_keras.src.layers.rnn.cudnn_gru import CuDNNGRU
     from tf_keras.src.layers.rnn.cudnn_lstm import CuDNNLSTM
 
+    L = tf_keras.layers
     folder = fixtures / "tensorflow"
-    if name == "cudnn":  # tf_keras's model_from_json cannot locate CuDNNLSTM by module: built as the fixture was
-        model = tf_keras.Sequential([tf_keras.layers.Input((None, 3)), CuDNNLSTM(4, name="cudnn_lstm"),
-                                     tf_keras.layers.Dense(2, name="head")])
+    # tf_keras's model_from_json cannot locate the CuDNN classes by module: built as the fixture was
+    cudnn = {"cudnn": (CuDNNLSTM(4, name="cudnn_lstm"), L.LSTM(4, recurrent_activation="sigmoid", name="cudnn_lstm")),
+             "cudnn_gru": (CuDNNGRU(4, name="cudnn_gru"),
+                           L.GRU(4, reset_after=True, recurrent_activation="sigmoid", name="cudnn_gru"))}
+    if name in cudnn:
+        model = tf_keras.Sequential([L.Input((None, 3)), cudnn[name][0], L.Dense(2, name="head")])
     else:
         model = tf_keras.models.model_from_json((folder / f"{name}.json").read_text())
     model.load_weights(str(folder / f"{name}_ckpt" / "ckpt")).expect_partial()
-    if name != "cudnn":
+    if name not in cudnn:
         return model
     h5 = tmp_path / "cudnn_weights.h5"
     model.save_weights(str(h5))
-    twin = tf_keras.models.model_from_json((folder / "cudnn_cpu.json").read_text())
+    twin = tf_keras.Sequential([L.Input((None, 3)), cudnn[name][1], L.Dense(2, name="head")])
     twin.load_weights(str(h5))
     return twin
 
