@@ -9,6 +9,7 @@ checkpoint's object graph, so each layer node gets its metadata whatever id it h
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,9 +121,9 @@ def _saved_objects(path: Path) -> tuple[list[dict], dict[int, str]]:
         raise FormatError(f"{path} holds no MetaGraphDef; it is not a SavedModel.")
     nodes = graphs[0].get("object_graph_def", {}).get("nodes", [])
     paths = {0: "root"} if nodes else {}
-    queue = [0] if nodes else []
+    queue = deque([0] if nodes else [])
     while queue:  # breadth first: each node gets its shortest path, as TensorFlow names them
-        current = queue.pop(0)
+        current = queue.popleft()
         for child in nodes[current].get("children", []):
             node = child.get("node_id", 0)
             if 0 <= node < len(nodes) and node not in paths:
