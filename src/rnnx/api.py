@@ -11,7 +11,9 @@ from .errors import UsageError
 
 
 def load(path, **options) -> Bundle:
-    """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON)."""
+    """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON;
+    forget_bias=F for TF1 checkpoints; shapes_only=True lets readers that can (TensorFlow files) skip
+    tensor data, giving placeholder weights of the stored shapes, as `inspect` needs)."""
     path = Path(path)
     fmt = formats.for_reading(path)
     if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights", "tf-checkpoint"):
