@@ -126,3 +126,15 @@ def test_convert_notes_the_optimizer_state_left_out(corpus, cli, tmp_path):
     result = cli("convert", corpus / "tensorflow" / "dinornn_gru_ckpt_sharded", tmp_path / "m.safetensors")
     assert result.returncode == 0, result.stderr
     assert "optimizer" in result.stdout and "not carried over" in result.stdout
+
+
+def test_checkpoint_with_config_to_keras3_archive(fixtures, tmp_path):
+    import keras
+
+    folder = fixtures / "tensorflow"
+    x = inputs_for("bidir")
+    expected = keras_predict(tf_model(fixtures, "bidir", tmp_path), x)
+    rnnx.convert(folder / "bidir_ckpt", tmp_path / "model.keras", config=folder / "bidir.json")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    assert [l.name for l in restored.layers if "bi" in l.name] == ["bi_lstm", "bi_gru"]
+    assert max_error(np.asarray(restored(x, training=False)), expected) <= TOLERANCE
