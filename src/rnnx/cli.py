@@ -18,6 +18,10 @@ formats (by suffix, or --to): """ + "; ".join(
     f"{f.name} ({', '.join(f.suffixes)})" for f in formats.FORMATS)
 
 
+FORGET_BIAS_HELP = ("TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
+                    "graph, else TensorFlow's default for the cell)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rnnx", description="Move LSTM / GRU / SimpleRNN weights between Keras 2 (CuDNN layers too), "
@@ -33,9 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", metavar="PATH")
     s.add_argument("--json", action="store_true", help="print JSON (schemas/inspect.schema.json)")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
-    s.add_argument("--forget-bias", type=float, metavar="F",
-                   help="TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
-                   "graph, else TensorFlow's default for the cell)")
+    s.add_argument("--forget-bias", type=float, metavar="F", help=FORGET_BIAS_HELP)
 
     s = sub.add_parser("convert", help="convert SRC into DST",
                        description="Read SRC, write DST in the format its suffix names (or --to). DST is "
@@ -46,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", choices=formats.names(), help="target format, when DST's suffix does not say it")
     s.add_argument("--layer", metavar="NAME", help="convert only this recurrent layer")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
-    s.add_argument("--forget-bias", type=float, metavar="F",
-                   help="TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
-                   "graph, else TensorFlow's default for the cell)")
+    s.add_argument("--forget-bias", type=float, metavar="F", help=FORGET_BIAS_HELP)
     s.add_argument("--verify", action="store_true", help="after writing, run DST and compare (exit 1 on mismatch)")
     s.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 14)")
     s.add_argument("--time-major", action="store_true", help="ONNX input as [seq, batch, features]")
@@ -71,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, help="max absolute error, used exactly (default: the larger of 1e-5 for float32 and "
                    "4 x the layer's measured float32 noise floor; README, 'How verify decides')")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
-    s.add_argument("--forget-bias", type=float, metavar="F",
-                   help="TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
-                   "graph, else TensorFlow's default for the cell)")
+    s.add_argument("--forget-bias", type=float, metavar="F", help=FORGET_BIAS_HELP)
     s.add_argument("--json", action="store_true", help="print JSON (schemas/verify.schema.json)")
 
     sub.add_parser("demo", help="convert the bundled CuDNNLSTM example and show it computes the same numbers",

@@ -135,18 +135,11 @@ def _tensorflow_format(path: Path) -> str | None:
         return "tf-savedmodel"
     if TF_CHECKPOINT_FILE.search(path.name) or (not path.exists() and Path(f"{path}.index").is_file()):
         return "tf-checkpoint"
-    if path.is_file() and _ends_with_table_magic(path):
+    from .tf_format.bundle import is_table
+
+    if path.is_file() and is_table(path):
         return "tf-checkpoint"  # a V1 checkpoint: its reader says why it is refused
     return None
-
-
-def _ends_with_table_magic(path: Path) -> bool:
-    size = path.stat().st_size
-    if size < 48:
-        return False
-    with open(path, "rb") as fh:
-        fh.seek(size - 8)
-        return fh.read(8) == (0xDB4775248B80FB57).to_bytes(8, "little")
 
 
 # How the content of a file rnnx writes begins, for files whose suffix says something else

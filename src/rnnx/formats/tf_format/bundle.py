@@ -285,7 +285,7 @@ def resolve_prefix(path: Path) -> Path:
     stripped = DATA_SUFFIX.sub("", text)
     if Path(stripped + ".index").exists():
         return Path(stripped)
-    if path.is_file() and _is_table(path):
+    if path.is_file() and is_table(path):
         raise UnsupportedError(
             f"{path} is a V1 checkpoint (a single table file without .index / .data-* beside it, written by "
             f"TensorFlow before 0.12); rnnx reads V2 checkpoints only. Load it in TensorFlow 1.x and save it "
@@ -293,7 +293,8 @@ def resolve_prefix(path: Path) -> Path:
     raise FormatError(f"{path}: no checkpoint with this prefix ({path.name}.index is missing).")
 
 
-def _is_table(path: Path) -> bool:
+def is_table(path: Path) -> bool:
+    """Whether the file ends with the LevelDB table magic (an index, or a whole V1 checkpoint)."""
     try:
         size = path.stat().st_size
         if size < FOOTER_SIZE:
