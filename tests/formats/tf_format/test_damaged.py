@@ -219,3 +219,19 @@ def test_convert_with_verify_from_a_savedmodel(fixtures, cli, tmp_path):
     result = cli("convert", fixtures / "tensorflow" / "bidir_savedmodel", tmp_path / "m.onnx", "--verify")
     assert result.returncode == 0, result.stderr
     assert "matches its source" in result.stdout
+
+
+def test_cell_whose_shapes_fit_no_layout(ckpt, cli, tmp_path):
+    recurrent = "layer_with_weights-0/cell/recurrent_kernel/.ATTRIBUTES/VARIABLE_VALUE"
+
+    def reshaped(name, entry):
+        if name == recurrent:  # (4, 16) stored as (8, 8): same bytes, no LSTM / GRU / SimpleRNN has it
+            del entry.shape.dim[:]
+            entry.shape.dim.add(size=8)
+            entry.shape.dim.add(size=8)
+        return entry
+
+    rewrite_index(ckpt / "ckpt", reshaped)
+    result = cli("convert", ckpt, tmp_path / "out.onnx")
+    assert_one_sentence_failure(result, "fit no Keras 2")
+    assert not (tmp_path / "out.onnx").exists()
