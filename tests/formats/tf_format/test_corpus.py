@@ -50,6 +50,10 @@ def test_savedmodel_inspect_lists_the_layers(name, corpus, cli):
     result = cli("inspect", corpus / "tensorflow" / name, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    import jsonschema
+
+    schema = Path(__file__).resolve().parents[3] / "schemas" / "inspect.schema.json"
+    jsonschema.validate(report, json.loads(schema.read_text()))
     assert report["format"] == "tf-savedmodel"
     assert [(l["name"], l["class_name"], l["units"], l["input_size"]) for l in report["layers"]] == [
         (n, "LSTM", u, i) for n, u, i in layers]
