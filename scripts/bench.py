@@ -14,8 +14,12 @@ then measures, each route in a fresh process:
 - the largest difference of both exports from tf_keras's predictions (the CPU model into which
   tf_keras's own load_weights converted the CuDNN weights).
 
-Prints a markdown table; --write-readme puts it into README.md's `graph` section. Ratios are
-reported, never asserted.
+With `--suite savedmodel` (or `all`, the default) also: the seed model with LSTM(512) layers saved as
+a Keras SavedModel directory (`model.save("dir")`), `rnnx convert dir model.onnx` against
+`python -m tf2onnx.convert --saved-model dir` (TensorFlow import included, as a user runs it).
+
+Prints markdown tables; --write-readme puts them into README.md's `graph` and `tensorflow`
+sections. Ratios are reported, never asserted.
 
     python scripts/bench.py --deploy [--runs 20] [--write-readme]
 
@@ -77,6 +81,33 @@ BUILD = textwrap.dedent("""
         cpu.load_weights(f"{{out}}/{{name}}_cudnn.h5")  # tf_keras's own CuDNN -> CPU conversion
         cpu.save(f"{{out}}/{{name}}_cpu.h5")
 """).format(seq=SEQ, features=FEATURES, classes=CLASSES, vocab=VOCAB)
+
+BUILD_SAVEDMODEL = textwrap.dedent("""
+    import sys, numpy as np, tf_keras
+    from tf_keras import layers as L
+    tf_keras.utils.set_random_seed(0)
+    x = L.Input(({seq}, {features}), name="features")
+    h = L.LSTM(512, return_sequences=True, name="lstm_1")(x)
+    h = L.LSTM(512, name="lstm_2")(h)
+    h = L.Dropout(0.2, name="dropout")(h)
+    y = L.Activation("softmax", name="softmax")(L.Dense({classes}, name="dense")(h))
+    model = tf_keras.Model(x, y, name="seed")
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
+    model.save(sys.argv[1])  # no suffix: a SavedModel directory, as TF 2.0-2.15 users have them
+""").format(seq=SEQ, features=FEATURES, classes=CLASSES)
+
+SAVEDMODEL_ACCURACY = textwrap.dedent("""
+    import sys, json, numpy as np, onnxruntime as ort, tf_keras
+    model = tf_keras.models.load_model(sys.argv[1], compile=False)
+    x = np.random.default_rng(1).normal(0, 1, (4, {seq}, {features})).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    errors = []
+    for path in sys.argv[2:4]:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        errors.append(float(np.max(np.abs(session.run(None, {{session.get_inputs()[0].name: x}})[0] - expected))))
+    print(json.dumps(errors))
+""").format(seq=SEQ, features=FEATURES)
 
 TF2ONNX_ROUTE = textwrap.dedent("""
     import sys
@@ -207,6 +238,35 @@ def run(repeats: int, runs: int) -> str:
     return _table(rows, repeats, runs)
 
 
+def run_savedmodel(repeats: int) -> str:
+    _compile_rnnx()
+    with tempfile.TemporaryDirectory(prefix="rnnx-bench-") as tmp:
+        tmp = Path(tmp)
+        saved = tmp / "seed_savedmodel"
+        _python(BUILD_SAVEDMODEL, str(saved))
+        native, anchor = tmp / "seed_rnnx.onnx", tmp / "seed_tf2onnx.onnx"
+        rnnx_route = _route_figures([sys.executable, "-m", "rnnx", "convert", str(saved), str(native)], repeats)
+        tf_route = _route_figures([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved),
+                                   "--output", str(anchor), "--opset", "14"], repeats)
+        errors = json.loads(_python(SAVEDMODEL_ACCURACY, str(saved), str(native), str(anchor)))
+        ops = (_ops(native), _ops(anchor))
+    lines = [
+        f"Measured {datetime.date.today().isoformat()} on {_machine()}; {_versions()}. Each conversion ran "
+        f"{repeats} times in a fresh process (median wall time, largest peak RSS); errors are max |ONNX - "
+        f"tf_keras predict| on 4 random inputs (tf_keras loading the SavedModel).",
+        "",
+        "| SavedModel: LSTM(512) x 2 + Dense(10) | convert wall | peak RSS | max error vs tf_keras | ops |",
+        "|---|---|---|---|---|",
+        f"| `rnnx convert dir model.onnx` | {rnnx_route['wall']:.2f} s | {rnnx_route['peak_mib']:.0f} MiB | "
+        f"{errors[0]:.1e} | {ops[0]} |",
+        f"| `python -m tf2onnx.convert --saved-model dir` | {tf_route['wall']:.2f} s | {tf_route['peak_mib']:.0f} MiB "
+        f"| {errors[1]:.1e} | {ops[1]} |",
+        f"| ratio | {tf_route['wall'] / rnnx_route['wall']:.1f}x faster | "
+        f"{rnnx_route['peak_mib'] / tf_route['peak_mib']:.0%} of tf2onnx's | | |",
+    ]
+    return "\n".join(lines)
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -257,12 +317,12 @@ def _table(rows, repeats: int, runs: int) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
+def write_readme(table: str, block: str = "bench") -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    start, end = "<!-- bench: start -->", "<!-- bench: end -->"
+    start, end = f"<!-- {block}: start -->", f"<!-- {block}: end -->"
     if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} block in the graph section")
+        raise SystemExit(f"README.md has no {start} ... {end} block")
     before, rest = text.split(start, 1)
     _, after = rest.split(end, 1)
     readme.write_text(f"{before}{start}\n{table}\n{end}{after}")
@@ -325,7 +385,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="conversions per route (median wall time)")
     parser.add_argument("--runs", type=int, default=40, help="onnxruntime runs per batch size (median)")
-    parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--write-readme", action="store_true", help="write the tables into README.md")
+    parser.add_argument("--suite", choices=("keras", "savedmodel", "all"), default="all",
+                        help="keras: the .h5 models; savedmodel: the SavedModel -> ONNX ratio; all: both")
     parser.add_argument("--deploy", action="store_true",
                         help="measure the int8 / float16 deployment variants instead (README 'Deploying')")
     args = parser.parse_args(argv)
@@ -335,10 +397,16 @@ def main(argv=None) -> int:
         if args.write_readme:
             write_deploy_readme(table)
         return 0
-    table = run(args.repeats, args.runs)
-    print(table)
-    if args.write_readme:
-        write_readme(table)
+    if args.suite in ("keras", "all"):
+        table = run(args.repeats, args.runs)
+        print(table)
+        if args.write_readme:
+            write_readme(table)
+    if args.suite in ("savedmodel", "all"):
+        table = run_savedmodel(args.repeats)
+        print(table)
+        if args.write_readme:
+            write_readme(table, "bench-savedmodel")
     return 0
 
 

@@ -11,12 +11,19 @@ from .errors import UsageError
 
 
 def load(path, **options) -> Bundle:
-    """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON)."""
+    """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON;
+    forget_bias=F for TF1 checkpoints; shapes_only=True lets readers that can (TensorFlow files) skip
+    tensor data, giving placeholder weights of the stored shapes, as `inspect` needs)."""
     path = Path(path)
     fmt = formats.for_reading(path)
-    if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights"):
+    if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights", "tf-checkpoint"):
         raise UsageError(f"--config gives a Keras weights file its architecture; {path} is read as {fmt.name}, "
                          f"which takes none, so leave --config out.")
+    if options.get("forget_bias") is None:
+        options.pop("forget_bias", None)
+    elif fmt.name not in ("tf-checkpoint", "tf-savedmodel"):
+        raise UsageError(f"--forget-bias applies to TF1 checkpoints, whose LSTM cells add it at run time; {path} is "
+                         f"read as {fmt.name}, so leave --forget-bias out.")
     bundle = formats.load_module(fmt, "read").read(path, **options)
     bundle.source.setdefault("format", fmt.name)  # a .rnnx file keeps the format it was converted from
     bundle.source["path"] = str(path)  # the file read, never the one a .rnnx was made from
@@ -44,7 +51,7 @@ class ConvertResult:
 
 def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
             verify: bool = False, raise_on_failure: bool = True, precision: str | None = None,
-            tolerance: float | None = None, **options) -> ConvertResult:
+            tolerance: float | None = None, forget_bias: float | None = None, **options) -> ConvertResult:
     """Read `src`, write `dst`; with verify=True also prove it numerically.
 
     precision="int8" / "float16" (ONNX targets) writes that deployment variant of the float32 export
@@ -60,7 +67,7 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     fmt = formats.for_writing(dst, to)
     if verify:
         formats.load_module(fmt, "run_layer")  # a target that cannot be verified is refused before writing
-    bundle = load(src, config=config)
+    bundle = load(src, config=config, forget_bias=forget_bias)
     if layer is not None:
         bundle = bundle.only(layer)
     if verify and not bundle.layers:
@@ -70,7 +77,7 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     if precision is not None:
         return _convert_reduced(bundle, dst, fmt.name, precision, verify, tolerance, raise_on_failure,
                                 layer=layer, **options)
-    notes = save(bundle, dst, to=fmt.name, layer=layer, **options)
+    notes = list(bundle.source.get("read_notes") or []) + save(bundle, dst, to=fmt.name, layer=layer, **options)
     result = ConvertResult(bundle, fmt.name, list(notes))
     if verify:
         from .verification import verify_bundle
@@ -102,15 +109,15 @@ def inspect(path, **options) -> dict:
     from .report import describe
 
     path = Path(path)
-    return describe(load(path, **options))
+    return describe(load(path, shapes_only=True, **options))  # readers that can skip tensor data do
 
 
 def verify(src, dst, to: str | None = None, layer: str | None = None, tolerance: float | None = None,
-           config=None, raise_on_failure: bool = False) -> dict:
+           config=None, raise_on_failure: bool = False, forget_bias: float | None = None) -> dict:
     """Compare every recurrent layer of `src` (numpy reference) with `dst` run in its own runtime."""
     from .verification import verify_bundle
 
-    bundle = load(src, config=config)
+    bundle = load(src, config=config, forget_bias=forget_bias)
     record = _deploy_record(Path(dst), to)
     if record is not None:
         from .deploy import verify_reduced

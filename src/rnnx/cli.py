@@ -18,6 +18,10 @@ formats (by suffix, or --to): """ + "; ".join(
     f"{f.name} ({', '.join(f.suffixes)})" for f in formats.FORMATS)
 
 
+FORGET_BIAS_HELP = ("TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
+                    "graph, else TensorFlow's default for the cell)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rnnx", description="Move LSTM / GRU / SimpleRNN weights between Keras 2 (CuDNN layers too), "
@@ -33,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", metavar="PATH")
     s.add_argument("--json", action="store_true", help="print JSON (schemas/inspect.schema.json)")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+    s.add_argument("--forget-bias", type=float, metavar="F", help=FORGET_BIAS_HELP)
 
     s = sub.add_parser("convert", help="convert SRC into DST",
                        description="Read SRC, write DST in the format its suffix names (or --to). DST is "
@@ -43,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", choices=formats.names(), help="target format, when DST's suffix does not say it")
     s.add_argument("--layer", metavar="NAME", help="convert only this recurrent layer")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+    s.add_argument("--forget-bias", type=float, metavar="F", help=FORGET_BIAS_HELP)
     s.add_argument("--verify", action="store_true", help="after writing, run DST and compare (exit 1 on mismatch)")
     s.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 14)")
     s.add_argument("--time-major", action="store_true", help="ONNX input as [seq, batch, features]")
@@ -76,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "4 x the layer's measured float32 noise floor; README, 'How verify decides'; for an int8 / "
                    "float16 model rnnx wrote, its deviation from the float32 export: 5e-2 int8, 1e-2 float16)")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
+    s.add_argument("--forget-bias", type=float, metavar="F", help=FORGET_BIAS_HELP)
     s.add_argument("--json", action="store_true", help="print JSON (schemas/verify.schema.json)")
 
     s = sub.add_parser("bench", help="onnxruntime latency and size of an ONNX model",
@@ -145,7 +152,7 @@ def _inspect(args) -> int:
     from .api import inspect
     from .report import as_text
 
-    report = inspect(args.path, config=args.config)
+    report = inspect(args.path, config=args.config, forget_bias=args.forget_bias)
     print(json.dumps(report, indent=2) if args.json else _shown(as_text(report)))
     return 0
 
@@ -181,7 +188,8 @@ def _convert(args) -> int:
             raise UsageError(f"{flag} applies only to {' and '.join(targets)} targets; {args.dst} would be written "
                              f"as {target}. Leave {flag} out or choose another destination.")
     result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
-                     verify=args.verify, raise_on_failure=False, tolerance=args.tolerance, **options)
+                     verify=args.verify, raise_on_failure=False, tolerance=args.tolerance,
+                     forget_bias=args.forget_bias, **options)
     n = len(result.bundle.layers)
     variant = f", {precision}" if precision else ""
     print(f"wrote {args.dst} ({result.target_format}{variant}): {n} recurrent layer{'s' * (n != 1)}")
@@ -228,7 +236,8 @@ def _verify(args) -> int:
     from .api import verify
     from .verification import as_text
 
-    report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config)
+    report = verify(args.src, args.dst, to=args.to, layer=args.layer, tolerance=args.tolerance, config=args.config,
+                    forget_bias=args.forget_bias)
     if args.json:
         print(json.dumps(_finite(report), indent=2, allow_nan=False))
     else:

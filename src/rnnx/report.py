@@ -65,6 +65,8 @@ def _targets(layer: RecurrentLayer) -> dict[str, str]:
 def _converted_from(source: dict) -> dict:
     """A .rnnx file remembers the format it was made from (its writers depend on it); say so."""
     origin = source.get("format")
+    if source.get("container") == source.get("file_format"):  # a TensorFlow file holding a Keras 2 model
+        return {}
     return {"converted_from": origin} if origin and origin != source.get("file_format", origin) else {}
 
 

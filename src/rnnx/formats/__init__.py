@@ -13,6 +13,7 @@ imports torch or tensorflow.
 from __future__ import annotations
 
 import importlib
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,12 @@ FORMATS = (
     Format("torch-module", (".py",), "rnnx.formats.torch_format.module_source",
            "Python source of an nn.Module with the modules of a .pt target, without weights"),
     Format("rnnx", (".rnnx",), "rnnx.formats.rnnx_file", "rnnx canonical file (safetensors + JSON manifest)"),
+    Format("tf-savedmodel", ("saved_model.pb",), "rnnx.formats.tf_format.savedmodel",
+           "TensorFlow SavedModel directory of a Keras model (model.save('dir'), TF 2.0-2.15)"),
+    Format("tf-checkpoint", (".index",), "rnnx.formats.tf_format.checkpoint",
+           "TensorFlow checkpoint: PREFIX.index + PREFIX.data-* (save_weights, tf.train.Saver), or its folder"),
 )
+TENSORFLOW_READ_ONLY = ("tf-savedmodel", "tf-checkpoint")
 BY_NAME = {f.name: f for f in FORMATS}
 
 
@@ -70,10 +76,14 @@ def by_suffix(path: Path) -> Format | None:
 
 def for_reading(path: Path) -> Format:
     """The format of an existing file, from its content where the suffix is ambiguous."""
+    tensorflow = _tensorflow_format(path)
+    if tensorflow is not None:
+        return BY_NAME[tensorflow]
     if not path.exists():
         raise UsageError(f"{path}: no such file.")
     if path.is_dir():
-        raise UsageError(f"{path} is a folder; give the path of a model or weights file.")
+        raise UsageError(f"{path} is a folder holding neither a SavedModel (saved_model.pb) nor a TensorFlow "
+                         f"checkpoint (a checkpoint file or *.index); give the path of a model or weights file.")
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head == b"\x89HDF\r\n\x1a\n":
@@ -107,6 +117,29 @@ def for_reading(path: Path) -> Format:
             f"{path} is not a format rnnx reads (no HDF5, zip, ONNX or safetensors content found); "
             f"rnnx reads {', '.join(s for f in FORMATS for s in f.suffixes)} files.")
     return fmt
+
+
+TF_CHECKPOINT_FILE = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
+
+
+def _tensorflow_format(path: Path) -> str | None:
+    """tf-savedmodel or tf-checkpoint when `path` names one: a SavedModel folder or its saved_model.pb,
+    a checkpoint folder, a prefix (which is not itself a file), its .index, .meta or .data-* file."""
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "tf-savedmodel"
+        if (path / "checkpoint").is_file() or any(path.glob("*.index")):
+            return "tf-checkpoint"
+        return None
+    if path.name == "saved_model.pb" and path.is_file():
+        return "tf-savedmodel"
+    if TF_CHECKPOINT_FILE.search(path.name) or (not path.exists() and Path(f"{path}.index").is_file()):
+        return "tf-checkpoint"
+    from .tf_format.bundle import is_table
+
+    if path.is_file() and is_table(path):
+        return "tf-checkpoint"  # a V1 checkpoint: its reader says why it is refused
+    return None
 
 
 # How the content of a file rnnx writes begins, for files whose suffix says something else
@@ -154,6 +187,9 @@ def for_writing(path: Path, to: str | None) -> Format:
     if to:
         return by_name(to)
     fmt = by_suffix(path)
+    if fmt is not None and fmt.name in TENSORFLOW_READ_ONLY:
+        raise UsageError(f"rnnx reads TensorFlow SavedModels and checkpoints but does not write them; choose "
+                         f"another target for {path.name!r}.")
     if fmt is None:
         raise UsageError(
             f"Cannot tell the target format from the name {path.name!r}; "

@@ -476,3 +476,26 @@ def test_cudnn_gru_opaque_buffer_and_compatible_copies_match_torch_gru():
     (pair,), _ = tf1.layers_from_variables(copies_only)  # the copies alone: CudnnCompatibleGRUCell x 2
     assert (pair.provenance["class_name"], pair.kind, pair.num_directions) == ("CudnnCompatibleGRUCell", "gru", 2)
     assert max_abs(reference.run_batch_first(pair, x)[0], want) < TOL
+
+
+@pytest.mark.parametrize("relative", [WRITES_PYTHON, RNN_CTC, *(f"fixtures:{n}" for n in ("multi_rnn_stack", "bidirectional_stacks", "gru_old_names"))])
+def test_cli_reads_tf1_checkpoints_as_tensorflow_reads_them(tf, corpus, relative, tmp_path, cli):
+    """The whole path (format detection, the bundle reader, tf1.py) gives the same layers as
+    tf1.py fed with TensorFlow's own checkpoint reader, and the CLI conversion verifies."""
+    if relative.startswith("fixtures:"):
+        prefix = FIXTURES / relative.split(":")[1] / "model.ckpt"
+    else:
+        prefix = corpus / relative
+    meta = Path(f"{prefix}.meta")
+    expected, _ = tf1.layers_from_variables(load(tf, prefix), meta if meta.exists() else None)
+    done = cli("convert", prefix.parent, tmp_path / "out.onnx", "--verify")
+    assert done.returncode == 0, done.stderr
+    done = cli("convert", f"{prefix}.index", tmp_path / "out.rnnx")
+    assert done.returncode == 0, done.stderr
+    got = rnnx.load(tmp_path / "out.rnnx")
+    assert [it.name for it in got.layers] == [it.name for it in recurrent(expected)]
+    for mine, theirs in zip(got.layers, recurrent(expected)):
+        for d_mine, d_theirs in zip(mine.directions, theirs.directions):
+            assert d_mine.tensors().keys() == d_theirs.tensors().keys()
+            for key, value in d_theirs.tensors().items():
+                assert np.array_equal(d_mine.tensors()[key], value), (mine.name, key)
