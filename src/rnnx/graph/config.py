@@ -224,9 +224,11 @@ def _node_offset(spec: LayerSpec, entry: dict, layers: list[LayerSpec], output_r
 
 
 def _refs(raw) -> list[TensorRef]:
+    """Model inputs / outputs in order; nested lists (a stacked RNN's state lists) are flattened, as
+    Keras flattens them when it returns the outputs."""
     if raw and isinstance(raw[0], str):  # Keras 3 writes a single tensor as one flat triple
-        raw = [raw]
-    return [TensorRef(r[0], int(r[1]), int(r[2])) for r in raw]
+        return [TensorRef(raw[0], int(raw[1]), int(raw[2]))]
+    return [ref for r in raw for ref in _refs(r)]
 
 
 def _parse_call(node, class_name: str = "") -> Call:
