@@ -88,7 +88,6 @@ def bidirectional_cases() -> list[Case]:
 
 
 def rnn_cell_cases() -> list[Case]:
-    L = None  # noqa: F841  (layers come from K in each builder)
     cases = []
     for cell in CELL_KINDS:
         variants = {
@@ -246,13 +245,14 @@ def masked_initial_state_cases() -> list[Case]:
         embedding, recurrent = layers or (K.layers.Embedding(VOCAB, FEATURES, mask_zero=True),
                                           _layer(K, cell, return_sequences=True, return_state=True))
         kwargs = {"mask": K.ops.not_equal(tokens, 0)} if explicit_mask else {}
-        model = K.Model([tokens, *states], recurrent(embedding(tokens), initial_state=states, **kwargs))
-        model._families_layers = (embedding, recurrent)
-        return model
+        return K.Model([tokens, *states], recurrent(embedding(tokens), initial_state=states, **kwargs))
 
     def explicit(K, model):
-        cell = "lstm" if len(model.inputs) == 3 else "gru"
-        return build(K, cell, explicit_mask=True, layers=model._families_layers)
+        """The same layers (weights shared), the mask passed explicitly."""
+        embedding = next(layer for layer in model.layers if isinstance(layer, K.layers.Embedding))
+        recurrent = next(layer for layer in model.layers if isinstance(layer, (K.layers.LSTM, K.layers.GRU)))
+        cell = "lstm" if isinstance(recurrent, K.layers.LSTM) else "gru"
+        return build(K, cell, explicit_mask=True, layers=(embedding, recurrent))
 
     cases = []
     for cell in ("lstm", "gru"):

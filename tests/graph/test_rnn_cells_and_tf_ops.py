@@ -12,8 +12,8 @@ def test_stacked_cells_keras_archive_round_trips_through_rnnx(tmp_path):
 
     L = keras.layers
     x = keras.Input((5, 4))
-    stacked = L.RNN(L.StackedRNNCells([L.LSTMCell(3), L.GRUCell(2), L.LSTMCell(2)]), return_sequences=True,
-                    name="stack")(x)
+    cells = [L.LSTMCell(3, name="first"), L.GRUCell(2, name="second"), L.LSTMCell(2, name="third")]
+    stacked = L.RNN(L.StackedRNNCells(cells), return_sequences=True, name="stack")(x)
     single = L.Bidirectional(L.RNN(L.SimpleRNNCell(3)), name="bi")(x)
     model = keras.Model(x, [stacked, single])
     rng = np.random.default_rng(0)
@@ -22,9 +22,8 @@ def test_stacked_cells_keras_archive_round_trips_through_rnnx(tmp_path):
     src, dst = tmp_path / "cells.keras", tmp_path / "copy.keras"
     model.save(src)
     bundle = rnnx.load(src)
-    cells = {item.name: item.cell for item in bundle.items if isinstance(item, rnnx.RecurrentLayer)}
-    assert cells == {"stack/lstm_cell": "lstm", "stack/gru_cell": "gru", "stack/lstm_cell_1": "lstm",
-                     "bi": "rnn"}, cells
+    found = {item.name: item.cell for item in bundle.items if isinstance(item, rnnx.RecurrentLayer)}
+    assert found == {"stack/first": "lstm", "stack/second": "gru", "stack/third": "lstm", "bi": "rnn"}, found
     rnnx.convert(src, dst)
     copy = keras.models.load_model(dst)
     data = rng.normal(size=(2, 5, 4)).astype(np.float32)

@@ -36,6 +36,7 @@ from ...canonical import Direction, RecurrentLayer
 from ...canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, Activation, from_keras, to_keras
 from ...errors import FormatError, UnsupportedError
 from ..keras2 import layout as keras2_layout
+from ..keras2.config import LAYER_OF_CELL  # RNN(LSTMCell) holds an LSTM's variables, ...
 
 # Keras recurrent layer classes and the canonical cell each holds.
 RECURRENT_CLASSES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
@@ -394,9 +395,6 @@ def _item_path(item) -> str:
     return item.provenance.get("keras3_path") if isinstance(item, RecurrentLayer) else item.options["keras3_path"]
 
 
-CELL_LAYERS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}  # RNN(cell) -> layer class
-
-
 @dataclass
 class RecurrentPart:
     """One recurrent layer a config layer holds: its canonical name, the Keras layer class it computes as,
@@ -424,17 +422,17 @@ def recurrent_parts(cl: ConfigLayer) -> list[RecurrentPart]:
     if not isinstance(cell, dict):
         return []
     options = {k: v for k, v in config.items() if k not in ("cell", "name")}
-    if cell.get("class_name") in CELL_LAYERS:
-        return [RecurrentPart(cl.qualified_name, CELL_LAYERS[cell["class_name"]],
+    if cell.get("class_name") in LAYER_OF_CELL:
+        return [RecurrentPart(cl.qualified_name, LAYER_OF_CELL[cell["class_name"]],
                               {**(cell.get("config") or {}), **options}, [f"{o}/cell" for o in owners])]
     if cell.get("class_name") != "StackedRNNCells" or len(owners) != 1:
         return []
     cells = (cell.get("config") or {}).get("cells") or []
-    if not cells or not all(isinstance(c, dict) and c.get("class_name") in CELL_LAYERS for c in cells):
+    if not cells or not all(isinstance(c, dict) and c.get("class_name") in LAYER_OF_CELL for c in cells):
         return []
     namer = PathNamer(f"{cl.path}/cell/cells")
     return [RecurrentPart(f"{cl.qualified_name}/{(c.get('config') or {}).get('name', k)}",
-                          CELL_LAYERS[c["class_name"]], {**(c.get("config") or {}), **options},
+                          LAYER_OF_CELL[c["class_name"]], {**(c.get("config") or {}), **options},
                           [namer.next(c["class_name"])], stacked=True) for k, c in enumerate(cells)]
 
 

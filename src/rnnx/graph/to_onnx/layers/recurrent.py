@@ -26,12 +26,12 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ....errors import UnsupportedError
+from ....formats.keras2.config import LAYER_OF_CELL  # RNN(LSTMCell) computes as LSTM, ...
 from ....formats.onnx_format import nodes as onnx_nodes
 from ..context import Context, LayerCall, Value
 from ..registry import TF2ONNX_HINT, converter
 
 RECURRENT_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "LSTMV1", "GRUV1")
-LAYER_OF_CELL = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}  # inside RNN(cell=...)
 _STATES_OF_CELL = {"LSTMCell": 2, "GRUCell": 1, "SimpleRNNCell": 1}
 
 
