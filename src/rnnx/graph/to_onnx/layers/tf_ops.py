@@ -38,7 +38,6 @@ def function_name(call: LayerCall) -> str:
 @converter("TFOpLambda", "SlicingOpLambda")
 def tf_op(ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Value]:
     fn = function_name(call)
-    convert = _FUNCTIONS.get(fn)
     if fn in BINARY:
         return [_binary(ctx, call, BINARY[fn])]
     if fn in UNARY:
@@ -46,12 +45,12 @@ def tf_op(ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Value]:
         return [Value(ctx.op(UNARY[fn], [x.name], call.scope), x.rank)]
     if fn in REDUCE:
         return [_reduce(ctx, call, REDUCE[fn])]
-    if convert is None:
-        known = ", ".join(sorted({*_FUNCTIONS, *BINARY, *UNARY, *REDUCE}))
-        raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) calls tf.{call.config.get('function')}, "
-                               f"which rnnx's native ONNX export does not convert (it converts the TF functions "
-                               f"{known}). {TF2ONNX_HINT}")
-    return [convert(ctx, call)]
+    if fn in _FUNCTIONS:
+        return [_FUNCTIONS[fn](ctx, call)]
+    known = ", ".join(sorted({*_FUNCTIONS, *BINARY, *UNARY, *REDUCE}))
+    raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) calls tf.{call.config.get('function')}, "
+                           f"which rnnx's native ONNX export does not convert (it converts the TF functions "
+                           f"{known}). {TF2ONNX_HINT}")
 
 
 def _tensor(call: LayerCall, operand) -> Value:
@@ -85,8 +84,7 @@ def _binary(ctx: Context, call: LayerCall, op: str) -> Value:
         raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) calls tf.{call.config.get('function')} "
                                f"without the two arguments rnnx expected. {TF2ONNX_HINT}")
     (a, rank_a), (b, rank_b) = (_operand_name(ctx, call, v) for v in (call.operands[0], call.kwargs["y"]))
-    ranks = [r for r in (rank_a, rank_b)]
-    rank = None if None in ranks else max(ranks)
+    rank = None if None in (rank_a, rank_b) else max(rank_a, rank_b)  # numpy broadcasting, as TF does
     return Value(ctx.op(op, [a, b], call.scope), rank)
 
 
