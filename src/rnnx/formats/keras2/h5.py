@@ -353,7 +353,7 @@ def _resolve(entry: dict | None, key: str, index: int, group: str, src: _Source,
     if isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells":  # the cell named `key`
         cells = [c for c in (cell.get("config") or {}).get("cells") or [] if isinstance(c, dict)]
         named = [c for c in cells if (c.get("config") or {}).get("name") == key]
-        cell = named[0] if named else (cells[index] if index < len(cells) else None)
+        cell = named[0] if named else None
     if isinstance(cell, dict) and cell.get("class_name") in kc.LAYER_OF_CELL:  # RNN(LSTMCell(...))
         cell_config = {**(cell.get("config") or {}), **kc.options_of(config)}
         return _Resolved(kc.LAYER_OF_CELL[cell["class_name"]], cell_config)

@@ -110,6 +110,9 @@ def _keras_sequence(ctx: Context, call: LayerCall, run: "_Run", keras_go_backwar
 def bidirectional(ctx: Context, call: LayerCall, inputs: list[Value]) -> list[Value]:
     inner = call.inner()
     if inner.class_name == "RNN":
+        if (inner.config.get("cell") or {}).get("class_name") == "StackedRNNCells":
+            raise UnsupportedError(f"Layer {call.name!r} is a Bidirectional around an RNN(StackedRNNCells), which "
+                                   f"rnnx's native export does not handle. {TF2ONNX_HINT}")
         inner = _cell_call(inner)
     if inner.class_name not in RECURRENT_CLASSES + ("RNN",):
         raise UnsupportedError(f"Layer {call.name!r} is a Bidirectional around a {inner.class_name}, which rnnx's "
