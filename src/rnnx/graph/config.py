@@ -5,7 +5,11 @@ Both generations describe a model as layers plus, per layer, the calls made to i
 
 - Keras 2: `{"class_name": "Model"|"Functional"|"Sequential", "config": ...}`; a Sequential
   config is a list of layers (old) or `{"name", "layers"}`; an inbound node is a list of
-  `[layer_name, node_index, tensor_index, kwargs]`.
+  `[layer_name, node_index, tensor_index, kwargs]`. The TF op layers tf_keras records when a
+  TF function is called on a Keras tensor (TFOpLambda, SlicingOpLambda) write a node as one
+  flat entry `["input_1", 0, 0, {"perm": [1, 0, 2]}]`, a constant first argument as
+  `["_CONSTANT_VALUE", -1, value, kwargs]`, and tensors inside kwargs as
+  `[layer_name, node_index, tensor_index]` triples.
 - Keras 3: every object is `{"module", "class_name", "config", ...}`; an inbound node is
   `{"args": [...], "kwargs": {...}}` whose tensors are `{"class_name": "__keras_tensor__",
   "config": {"keras_history": [layer_name, node_index, tensor_index]}}`.
@@ -23,6 +27,8 @@ from typing import Any
 from ..errors import FormatError
 
 MODEL_CLASSES = ("Model", "Functional", "Sequential")
+TF_OP_CLASSES = ("TFOpLambda", "SlicingOpLambda")  # tf_keras: a TF function called on Keras tensors
+CONSTANT_VALUE = "_CONSTANT_VALUE"  # tf_keras's name for a constant positional argument of a TF op layer
 
 
 @dataclass(frozen=True)
@@ -38,17 +44,23 @@ class TensorRef:
 class Call:
     """One call of a layer: its positional tensor inputs, its initial_state tensors, the masks
     passed explicitly (Keras 3 records them; None where an input has none) and the positional
-    arguments in order, constants included (Keras 3 ops such as NotEqual(x, 0))."""
+    arguments in order, constants included (Keras 3 ops such as NotEqual(x, 0); a tf_keras TF
+    op layer's `tf.concat([a, b])` has one operand, the list [a, b]).
+
+    `kwargs` (tf_keras TF op layers only): the keyword arguments of the call as recorded, with
+    TensorRefs in place of tensors (`{"perm": [1, 0, 2]}`, `{"y": TensorRef("lstm")}`)."""
 
     inputs: list[TensorRef]
     initial_state: list[TensorRef] = field(default_factory=list)
     masks: list[TensorRef | None] = field(default_factory=list)
     operands: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
 
     @property
     def tensors(self) -> list[TensorRef]:
         """Every tensor this call needs before it can run."""
-        return self.inputs + self.initial_state + [m for m in self.masks if m is not None]
+        return self.inputs + self.initial_state + [m for m in self.masks if m is not None] + \
+            [r for r in _refs_in(self.kwargs) if r not in self.inputs]
 
 
 @dataclass
@@ -115,9 +127,11 @@ def _parse_sequential(body, outer: dict) -> ModelSpec:
         build_shape = body.get("build_input_shape") or (outer.get("build_config") or {}).get("input_shape")
     layers: list[LayerSpec] = []
     input_shape, input_dtype = build_shape, "float32"
+    input_layer_name = None
     for k, entry in enumerate(layer_configs):
         spec = _layer_spec(entry)
         if spec.class_name == "InputLayer":
+            input_layer_name = spec.name
             input_shape = _batch_shape(spec.config) or input_shape
             input_dtype = _dtype_name(spec.config.get("dtype")) or input_dtype
             continue
@@ -131,7 +145,8 @@ def _parse_sequential(body, outer: dict) -> ModelSpec:
         layers.append(spec)
     if input_shape is None and layers:
         input_shape = _guess_input_shape(layers[0])
-    input_name = f"{name}_input"
+    # Keras names the input after the InputLayer (tf_keras "<first layer>_input" when it made one itself)
+    input_name = input_layer_name or (f"{layers[0].name}_input" if layers else f"{name}_input")
     previous = TensorRef(input_name)
     for spec in layers:
         spec.calls = [Call([previous])]
@@ -158,7 +173,7 @@ def _parse_functional(body: dict) -> ModelSpec:
         raise FormatError("The functional model config has no 'layers' list.")
     layers = [_layer_spec(entry) for entry in body["layers"]]
     for spec, entry in zip(layers, body["layers"]):
-        spec.calls = [_parse_call(node) for node in entry.get("inbound_nodes", [])]
+        spec.calls = [_parse_call(node, spec.class_name) for node in entry.get("inbound_nodes", [])]
     output_refs = _refs(body.get("output_layers", []))
     for spec, entry in zip(layers, body["layers"]):
         if spec.model is not None:
@@ -209,12 +224,14 @@ def _node_offset(spec: LayerSpec, entry: dict, layers: list[LayerSpec], output_r
 
 
 def _refs(raw) -> list[TensorRef]:
+    """Model inputs / outputs in order; nested lists (a stacked RNN's state lists) are flattened, as
+    Keras flattens them when it returns the outputs."""
     if raw and isinstance(raw[0], str):  # Keras 3 writes a single tensor as one flat triple
-        raw = [raw]
-    return [TensorRef(r[0], int(r[1]), int(r[2])) for r in raw]
+        return [TensorRef(raw[0], int(raw[1]), int(raw[2]))]
+    return [ref for r in raw for ref in _refs(r)]
 
 
-def _parse_call(node) -> Call:
+def _parse_call(node, class_name: str = "") -> Call:
     if isinstance(node, dict):  # Keras 3
         args = node.get("args", [])
         inputs = _keras3_tensors(args)
@@ -224,9 +241,46 @@ def _parse_call(node) -> Call:
         operands = [(_keras3_tensors(a) or [None])[0] if isinstance(a, dict) else a for a in args]
         return Call(inputs, _keras3_tensors(kwargs.get("initial_state") or []),
                     masks if any(masks) else [], operands)
+    if class_name in TF_OP_CLASSES:
+        return _tf_op_call(node)
     # Keras 2: [[name, node_index, tensor_index, kwargs], ...]; extra tensors of a recurrent call
     # are its initial states (tf_keras appends them to the call's inputs).
     return Call([TensorRef(item[0], int(item[1]), int(item[2])) for item in node])
+
+
+def _tf_op_call(node) -> Call:
+    """A tf_keras TF op layer's node: one flat entry (one positional argument) or a list of entries
+    (one positional argument that is a list, as in tf.concat([a, b], axis))."""
+    single = bool(node) and isinstance(node[0], str)
+    entries = [node] if single else list(node)
+    args = []
+    for item in entries:
+        args.append(item[2] if item[0] == CONSTANT_VALUE else TensorRef(item[0], int(item[1]), int(item[2])))
+    kwargs = entries[-1][3] if entries and len(entries[-1]) > 3 and isinstance(entries[-1][3], dict) else {}
+    kwargs = {k: _kwarg_value(v) for k, v in kwargs.items() if k != "name"}
+    inputs = [a for a in args if isinstance(a, TensorRef)]
+    return Call(inputs, operands=args if single else [args], kwargs=kwargs)
+
+
+def _kwarg_value(value):
+    """A recorded keyword argument with its [layer, node, tensor] triples as TensorRefs."""
+    if isinstance(value, list):
+        if len(value) == 3 and isinstance(value[0], str) and all(isinstance(v, int) for v in value[1:]):
+            return TensorRef(value[0], value[1], value[2])
+        return [_kwarg_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _kwarg_value(v) for k, v in value.items()}
+    return value
+
+
+def _refs_in(value) -> list[TensorRef]:
+    if isinstance(value, TensorRef):
+        return [value]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs_in(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs_in(v)]
+    return []
 
 
 def _keras3_tensors(value) -> list[TensorRef]:

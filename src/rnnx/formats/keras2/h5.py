@@ -275,6 +275,8 @@ def _units(group: _Group, src: _Source) -> list[_Unit]:
         if j + 1 < len(split) and split[j + 1] == (owner, "bias"):
             positions.append(j + 1)
         key = owner[0] if owner else ""
+        if len(owner) > 2 and owner[1].startswith("stacked_rnn_cells"):  # RNN(StackedRNNCells): one per cell
+            key = owner[2]
         direction = None
         if len(owner) > 1 and owner[1].startswith(("forward_", "backward_")):
             direction = 0 if owner[1].startswith("forward_") else 1
@@ -348,6 +350,10 @@ def _resolve(entry: dict | None, key: str, index: int, group: str, src: _Source,
     if cls in kc.RECURRENT_CLASSES:
         return _Resolved(cls, config)
     cell = config.get("cell") if cls == "RNN" else None
+    if isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells":  # the cell named `key`
+        cells = [c for c in (cell.get("config") or {}).get("cells") or [] if isinstance(c, dict)]
+        named = [c for c in cells if (c.get("config") or {}).get("name") == key]
+        cell = named[0] if named else None
     if isinstance(cell, dict) and cell.get("class_name") in kc.LAYER_OF_CELL:  # RNN(LSTMCell(...))
         cell_config = {**(cell.get("config") or {}), **kc.options_of(config)}
         return _Resolved(kc.LAYER_OF_CELL[cell["class_name"]], cell_config)

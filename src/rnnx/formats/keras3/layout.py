@@ -36,6 +36,7 @@ from ...canonical import Direction, RecurrentLayer
 from ...canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, Activation, from_keras, to_keras
 from ...errors import FormatError, UnsupportedError
 from ..keras2 import layout as keras2_layout
+from ..keras2.config import LAYER_OF_CELL  # RNN(LSTMCell) holds an LSTM's variables, ...
 
 # Keras recurrent layer classes and the canonical cell each holds.
 RECURRENT_CLASSES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
@@ -365,7 +366,9 @@ def items_from_tree(tree: dict[str, VarGroup], model_config: dict | None, where:
                 claimed.add(cl.path)
                 continue
             item = _item_from_config(cl, tree, claimed, where, provenance)
-            if item is not None:
+            if isinstance(item, list):  # the cells of RNN(StackedRNNCells)
+                items.extend(item)
+            elif item is not None:
                 items.append(item)
     leftovers = {p: g for p, g in tree.items() if p not in claimed and p and not p.startswith(SKIPPED_ROOTS)}
     inferred = _items_without_config(leftovers, where, provenance)
@@ -392,34 +395,66 @@ def _item_path(item) -> str:
     return item.provenance.get("keras3_path") if isinstance(item, RecurrentLayer) else item.options["keras3_path"]
 
 
+@dataclass
+class RecurrentPart:
+    """One recurrent layer a config layer holds: its canonical name, the Keras layer class it computes as,
+    the config that says how (an RNN's cell config plus the RNN's options), and its cells' variable paths
+    (two in a Bidirectional). `stacked`: a cell of RNN(StackedRNNCells), named "<rnn>/<cell name>"."""
+
+    name: str
+    class_name: str
+    config: dict
+    cells: list[str]
+    stacked: bool = False
+    wrappers: tuple[str, ...] = ()  # TimeDistributed / Bidirectional around it, outermost first
+    merge_mode: str | None = None  # a Bidirectional's
+
+
+def recurrent_parts(cl: ConfigLayer) -> list[RecurrentPart]:
+    """The recurrent layers of config layer `cl`: LSTM / GRU / SimpleRNN / RNN(cell), also in a Bidirectional
+    and inside TimeDistributed (whose wrapped layer Keras 3 keeps under `<path>/layer`), and one per cell of
+    RNN(StackedRNNCells); [] for any other layer."""
+    layer_class, config, path, wrappers, merge_mode = cl.class_name, cl.config, cl.path, [], None
+    if layer_class == "TimeDistributed":
+        inner = config.get("layer") if isinstance(config.get("layer"), dict) else {}
+        layer_class, config, path = inner.get("class_name"), inner.get("config") or {}, f"{path}/layer"
+        wrappers.append("TimeDistributed")
+    owners = [path]
+    if layer_class == "Bidirectional":
+        merge_mode = config.get("merge_mode", "concat")
+        inner = config.get("layer") or {}
+        layer_class, config = inner.get("class_name"), inner.get("config") or {}
+        owners = [f"{path}/forward_layer", f"{path}/backward_layer"]
+        wrappers.append("Bidirectional")
+    found = dict(wrappers=tuple(wrappers), merge_mode=merge_mode)
+    if layer_class in RECURRENT_CLASSES:
+        return [RecurrentPart(cl.qualified_name, layer_class, config, [f"{o}/cell" for o in owners], **found)]
+    cell = config.get("cell") if layer_class == "RNN" else None
+    if not isinstance(cell, dict):
+        return []
+    options = {k: v for k, v in config.items() if k not in ("cell", "name")}
+    if cell.get("class_name") in LAYER_OF_CELL:
+        return [RecurrentPart(cl.qualified_name, LAYER_OF_CELL[cell["class_name"]],
+                              {**(cell.get("config") or {}), **options}, [f"{o}/cell" for o in owners], **found)]
+    if cell.get("class_name") != "StackedRNNCells" or wrappers:
+        return []
+    cells = (cell.get("config") or {}).get("cells") or []
+    if not cells or not all(isinstance(c, dict) and c.get("class_name") in LAYER_OF_CELL for c in cells):
+        return []
+    namer = PathNamer(f"{cl.path}/cell/cells")
+    return [RecurrentPart(f"{cl.qualified_name}/{(c.get('config') or {}).get('name', k)}",
+                          LAYER_OF_CELL[c["class_name"]], {**(c.get("config") or {}), **options},
+                          [namer.next(c["class_name"])], stacked=True) for k, c in enumerate(cells)]
+
+
 def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, provenance: dict):
     from ...canonical import OpaqueLayer
 
+    parts = recurrent_parts(cl)
+    if parts:
+        items = [_recurrent_item(cl, part, tree, claimed, where, provenance) for part in parts]
+        return items if parts[0].stacked else items[0]
     name = cl.qualified_name
-    found = recurrent_of(cl.class_name, cl.config, cl.path)
-    if found is not None:
-        inner_class, rnn_config, cells, wrappers = found
-        cell = RECURRENT_CLASSES[inner_class]
-        missing = [c for c in cells if c not in tree or not tree[c].arrays]
-        if missing:
-            raise FormatError(f"{where}: layer {name!r} ({cl.class_name}) has no variables at {missing[0]}; "
-                              f"the archive is incomplete.")
-        reset_after = bool(rnn_config.get("reset_after", True))
-        where_layer = f"{where}: layer {name!r}"
-        directions = [direction_from_vars(cell, tree[c].arrays, reset_after, where_layer) for c in cells]
-        owners = [c.rsplit("/", 1)[0] for c in cells]
-        claimed.update(cells + owners + [o.rsplit("/", 1)[0] for o in owners] + [cl.path])
-        options = {k: rnn_config[k] for k in RNN_OPTIONS if k in rnn_config}
-        if "Bidirectional" in wrappers:
-            options["merge_mode"] = _bidirectional_config(cl.class_name, cl.config).get("merge_mode", "concat")
-        prov = dict(provenance, class_name=inner_class, keras3_path=cl.path)
-        if wrappers:
-            prov["wrapper"] = wrappers[0]
-        return RecurrentLayer(
-            name=name, cell=cell, directions=directions,
-            activations=activations_from_config(cell, rnn_config, keras_major(provenance.get("keras_version")),
-                                                where_layer),
-            reset_after=reset_after if cell == "gru" else True, provenance=prov, options=options)
     owned = [p for p in tree if p == cl.path or p.startswith(cl.path + "/")]
     claimed.update(owned)
     weights = [(f"{p[len(cl.path) + 1:] + '/' if p != cl.path else ''}vars/{i}", arr)
@@ -429,26 +464,35 @@ def _item_from_config(cl: ConfigLayer, tree: dict, claimed: set, where: str, pro
     return OpaqueLayer(name, cl.class_name, weights, {"keras3_path": cl.path})
 
 
-def recurrent_of(class_name: str | None, config: dict, path: str):
-    """(inner class, its config, cell paths, wrappers outermost first) when the layer at `path` is a
-    LSTM / GRU / SimpleRNN, also inside Bidirectional and TimeDistributed (whose wrapped layer Keras 3
-    keeps under `<path>/layer`); None otherwise."""
-    wrappers: list[str] = []
-    if class_name == "TimeDistributed":
-        inner = config.get("layer") if isinstance(config.get("layer"), dict) else {}
-        class_name, config, path = inner.get("class_name"), inner.get("config") or {}, f"{path}/layer"
-        wrappers.append("TimeDistributed")
-    if class_name in RECURRENT_CLASSES:
-        return class_name, config, [f"{path}/cell"], wrappers
-    inner = config.get("layer") if isinstance(config.get("layer"), dict) else {}
-    if class_name == "Bidirectional" and inner.get("class_name") in RECURRENT_CLASSES:
-        return (inner["class_name"], inner.get("config") or {},
-                [f"{path}/forward_layer/cell", f"{path}/backward_layer/cell"], wrappers + ["Bidirectional"])
-    return None
-
-
-def _bidirectional_config(class_name: str, config: dict) -> dict:
-    return (config.get("layer") or {}).get("config", {}) if class_name == "TimeDistributed" else config
+def _recurrent_item(cl: ConfigLayer, part: RecurrentPart, tree: dict, claimed: set, where: str,
+                    provenance: dict) -> RecurrentLayer:
+    name, rnn_config, cells = part.name, part.config, part.cells
+    cell = RECURRENT_CLASSES[part.class_name]
+    missing = [c for c in cells if c not in tree or not tree[c].arrays]
+    if missing:
+        raise FormatError(f"{where}: layer {name!r} ({cl.class_name}) has no variables at {missing[0]}; "
+                          f"the archive is incomplete.")
+    reset_after = bool(rnn_config.get("reset_after", True))
+    where_layer = f"{where}: layer {name!r}"
+    directions = [direction_from_vars(cell, tree[c].arrays, reset_after, where_layer) for c in cells]
+    owners = {cl.path}
+    for c in cells:  # every group between the layer and its cells
+        parts = c.split("/")
+        owners.update("/".join(parts[:k]) for k in range(len(cl.path.split("/")), len(parts)))
+    claimed.update(cells + sorted(owners))
+    options = {k: rnn_config[k] for k in RNN_OPTIONS if k in rnn_config}
+    if part.merge_mode is not None:
+        options["merge_mode"] = part.merge_mode
+    prov = dict(provenance, class_name=part.class_name, keras3_path=cl.path)
+    if part.stacked:
+        prov["keras3_cell_path"] = cells[0]
+    if part.wrappers:
+        prov["wrapper"] = part.wrappers[0]
+    return RecurrentLayer(
+        name=name, cell=cell, directions=directions,
+        activations=activations_from_config(cell, rnn_config, keras_major(provenance.get("keras_version")),
+                                            where_layer),
+        reset_after=reset_after if cell == "gru" else True, provenance=prov, options=options)
 
 
 def _layer_path(path: str) -> str:
@@ -549,6 +593,9 @@ def entries_from_bundle(bundle, model_config: dict | None, accept_activation_cha
     namer = PathNamer("layers")
     skipped = []
     for item in bundle.items:
+        if isinstance(item, RecurrentLayer) and item.provenance.get("keras3_cell_path"):
+            entries.append(_stacked_cell_entry(item, item.provenance["keras3_cell_path"], accept_activation_change))
+            continue
         if isinstance(item, RecurrentLayer):
             class_name = "Bidirectional" if item.num_directions == 2 else KERAS_CLASS[item.cell]
             if item.provenance.get("wrapper") == "TimeDistributed":
@@ -621,6 +668,15 @@ def _recurrent_entries(layer: RecurrentLayer, path: str, accept_activation_chang
     return out
 
 
+def _stacked_cell_entry(layer: RecurrentLayer, cell_path: str, accept_activation_change: bool) -> VarGroup:
+    """The variables of one cell of an RNN(StackedRNNCells), at `cell_path` (.../cell/cells/lstm_cell)."""
+    reason = refusal(layer, accept_activation_change)
+    if reason:
+        raise UnsupportedError(reason)
+    return VarGroup(cell_path, layer.name.rsplit("/", 1)[-1], direction_to_vars(layer, layer.directions[0]),
+                    rnnx=_recorded_of(layer))
+
+
 def _opaque_entries(item, path: str, class_name: str | None) -> list[VarGroup]:
     """An opaque layer's weights at `path`: Keras 3 relative names kept, Keras 2 ones placed in order."""
     groups: dict[str, list] = {}
@@ -649,7 +705,17 @@ def _entries_from_config(bundle, model_config: dict, accept_activation_change: b
         if cl.class_name in MODEL_CLASSES:
             entries.append(VarGroup(cl.path, name))
             continue
-        if recurrent_of(cl.class_name, cl.config, cl.path) is not None:
+        parts = recurrent_parts(cl)
+        if parts and parts[0].stacked:
+            entries.append(VarGroup(cl.path, name))
+            for part in parts:
+                cell_item = by_name.get(part.name)
+                if not isinstance(cell_item, RecurrentLayer):
+                    raise UnsupportedError(f"{where}: the model's layer {part.name!r} (a cell of {name!r}) has no "
+                                           f"recurrent weights in the source; write .weights.h5 instead.")
+                entries.append(_stacked_cell_entry(cell_item, part.cells[0], accept_activation_change))
+                used.add(part.name)
+        elif parts:
             if not isinstance(item, RecurrentLayer):
                 raise UnsupportedError(f"{where}: the model's layer {name!r} ({cl.class_name}) has no recurrent "
                                        f"weights in the source (was it left out with --layer?); write .weights.h5 "

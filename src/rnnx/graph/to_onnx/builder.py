@@ -158,8 +158,9 @@ def _evaluate(ctx: Context, model: keras_config.ModelSpec, prefix: str, feeds: l
             for j, mask in enumerate(call.masks[:len(call.inputs)]):
                 if mask is not None:  # a mask Keras 3 passed explicitly wins over the propagated one
                     inputs[j] = inputs[j].derive(inputs[j].name, mask=tensors[_key(mask)].name)
-            operands = [tensors[_key(a)] if isinstance(a, keras_config.TensorRef) else a for a in call.operands]
-            for i, value in enumerate(_convert_call(ctx, spec, k, prefix, inputs, keras_major, operands)):
+            operands = _resolved(call.operands, tensors)
+            for i, value in enumerate(_convert_call(ctx, spec, k, prefix, inputs, keras_major, operands,
+                                                    _resolved(call.kwargs, tensors))):
                 tensors[(spec.name, k + spec.node_offset, i)] = value
             pending.remove((spec, k))
     missing = [r for r in model.outputs if _key(r) not in tensors]
@@ -168,11 +169,31 @@ def _evaluate(ctx: Context, model: keras_config.ModelSpec, prefix: str, feeds: l
     return [tensors[_key(r)] for r in model.outputs]
 
 
+def _resolved(value, tensors: dict):
+    """Operands or kwargs with each TensorRef (also inside lists and dicts) replaced by its Value."""
+    if isinstance(value, keras_config.TensorRef):
+        return tensors[_key(value)]
+    if isinstance(value, list):
+        return [_resolved(v, tensors) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolved(v, tensors) for k, v in value.items()}
+    return value
+
+
 def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list[Value],
-                  keras_major: int, operands: list) -> list[Value]:
+                  keras_major: int, operands: list, kwargs: dict | None = None) -> list[Value]:
     if spec.model is not None:
         return _evaluate(ctx, spec.model, f"{prefix}{spec.name}/", inputs, keras_major)
-    call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands)
+    call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands,
+                     kwargs or {})
+    recorded = spec.calls[node_index] if node_index < len(spec.calls) else None
+    if keras_major == 3 and recorded is not None and recorded.initial_state and not recorded.masks \
+            and inputs[0].mask is not None and spec.class_name in _MASK_CONSUMERS:
+        note = (f"Layer {call.name!r} is masked and called with initial_state=: Keras 3 (3.15) ignores the mask "
+                f"there and predicts as if there were none; the ONNX graph keeps the mask, as tf_keras does (pass "
+                f"mask= explicitly in Keras 3 to get the same numbers).")
+        if note not in ctx.notes:
+            ctx.notes.append(note)
     convert = lookup(spec.class_name, call.name)
     try:
         outputs = convert(ctx, call, inputs)
@@ -187,7 +208,7 @@ def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list
     return outputs
 
 
-_MASK_CONSUMERS = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional"}
+_MASK_CONSUMERS = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional", "RNN"}
 
 
 def _key(ref) -> tuple:

@@ -44,6 +44,7 @@ class LayerCall:
     keras_major: int
     node_index: int = 0
     operands: list = field(default_factory=list)  # positional arguments: Values and constants (Keras 3 ops)
+    kwargs: dict = field(default_factory=dict)  # keyword arguments, Values in place of tensors (tf_keras TF ops)
 
     @property
     def scope(self) -> str:

@@ -58,4 +58,4 @@ def supported() -> list[str]:
 
 def _load_families() -> None:
     # Importing the family modules runs their @converter registrations.
-    from .layers import conv, core, dense, embedding, merge, norm, ops, recurrent, shape, wrappers  # noqa: F401
+    from .layers import conv, core, dense, embedding, merge, norm, ops, recurrent, shape, tf_ops, wrappers  # noqa: F401
