@@ -43,6 +43,8 @@ FORMATS = (
            "PyTorch state dict as safetensors"),
     Format("torch-module", (".py",), "rnnx.formats.torch_format.module_source",
            "Python source of an nn.Module with the modules of a .pt target, without weights"),
+    Format("torch-model", (".py",), "rnnx.graph.to_torch.writer",
+           "Python source of a whole Keras model as an nn.Module with forward(), and its .safetensors beside"),
     Format("rnnx", (".rnnx",), "rnnx.formats.rnnx_file", "rnnx canonical file (safetensors + JSON manifest)"),
 )
 BY_NAME = {f.name: f for f in FORMATS}
