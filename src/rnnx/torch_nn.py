@@ -68,8 +68,10 @@ class RecurrentLoop(nn.Module):
         if cell not in GATES:
             raise ValueError("cell must be lstm, gru or rnn, not " + repr(cell))
         if direction not in ("forward", "reverse", "bidirectional"):
-            raise ValueError("direction must be forward, reverse or bidirectional, not " + repr(direction))
-        defaults = {"lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"], "rnn": ["Tanh"]}
+            raise ValueError("direction must be forward, reverse or bidirectional, not "
+                             + repr(direction))
+        defaults = {"lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"],
+                    "rnn": ["Tanh"]}
         slots = ACTIVATION_SLOTS[cell]
         self.cell = cell
         self.hidden_size = hidden_size
@@ -135,7 +137,8 @@ class RecurrentLoop(nn.Module):
         cs: List[Tensor] = []
         for k in range(self.directions):
             backward = self.reverse or k == 1
-            x_proj = F.linear(x, self.weight_ih[k], self.bias_ih[k])  # every step's input part at once
+            # every step's input part at once
+            x_proj = F.linear(x, self.weight_ih[k], self.bias_ih[k])
             h, c = h_init[k], c_init[k]
             outputs: List[Tensor] = []
             for s in range(steps):
@@ -151,7 +154,10 @@ class RecurrentLoop(nn.Module):
                     outputs.append(torch.where(active, h, torch.zeros_like(h)))
             if backward:
                 outputs.reverse()
-            ys.append(torch.stack(outputs, 0) if steps > 0 else x.new_zeros([0, batch, self.hidden_size]))
+            if steps > 0:
+                ys.append(torch.stack(outputs, 0))
+            else:
+                ys.append(x.new_zeros([0, batch, self.hidden_size]))
             hs.append(h)
             cs.append(c)
         return torch.stack(ys, 1), torch.stack(hs, 0), torch.stack(cs, 0)
@@ -170,7 +176,7 @@ class FastLSTM(nn.Module):
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None, h0: Optional[Tensor] = None,
                 c0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         if lengths is not None:
-            raise RuntimeError("FastLSTM takes no lengths; rnnx uses RecurrentLoop where a mask reaches a layer")
+            raise RuntimeError("FastLSTM takes no lengths; RecurrentLoop does")
         state_shape = [self.directions, x.shape[1], self.hidden_size]
         h_init = x.new_zeros(state_shape) if h0 is None else h0
         c_init = x.new_zeros(state_shape) if c0 is None else c0
@@ -179,11 +185,13 @@ class FastLSTM(nn.Module):
         y, (h, c) = self.lstm(x, (h_init, c_init))
         if self.reverse:
             y = torch.flip(y, [0])
-        return y.view(y.shape[0], y.shape[1], self.directions, self.hidden_size).transpose(1, 2), h, c
+        y = y.view(y.shape[0], y.shape[1], self.directions, self.hidden_size)
+        return y.transpose(1, 2), h, c
 
 
 class FastGRU(nn.Module):
-    """nn.GRU (reset-after, sigmoid / tanh) or nn.RNN (tanh or relu) behind RecurrentLoop's interface."""
+    """nn.GRU (reset-after, sigmoid / tanh) or nn.RNN (tanh or relu) behind RecurrentLoop's
+    interface."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, direction: str = "forward",
                  nonlinearity: str = "tanh"):
@@ -200,14 +208,15 @@ class FastGRU(nn.Module):
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None, h0: Optional[Tensor] = None,
                 c0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         if lengths is not None:
-            raise RuntimeError("FastGRU takes no lengths; rnnx uses RecurrentLoop where a mask reaches a layer")
+            raise RuntimeError("FastGRU takes no lengths; RecurrentLoop does")
         h_init = x.new_zeros([self.directions, x.shape[1], self.hidden_size]) if h0 is None else h0
         if self.reverse:
             x = torch.flip(x, [0])
         y, h = self.rnn(x, h_init)
         if self.reverse:
             y = torch.flip(y, [0])
-        return y.view(y.shape[0], y.shape[1], self.directions, self.hidden_size).transpose(1, 2), h, h
+        y = y.view(y.shape[0], y.shape[1], self.directions, self.hidden_size)
+        return y.transpose(1, 2), h, h
 
 
 class KerasRecurrent(nn.Module):
@@ -219,7 +228,8 @@ class KerasRecurrent(nn.Module):
     """
 
     def __init__(self, rnn: nn.Module, cell: str, directions: int = 1, go_backwards: bool = False,
-                 return_sequences: bool = False, return_state: bool = False, merge_mode: str = "concat",
+                 return_sequences: bool = False, return_state: bool = False,
+                 merge_mode: Optional[str] = "concat",
                  zero_output_for_mask: bool = False, stateful: bool = False):
         super().__init__()
         self.rnn = rnn
@@ -228,13 +238,15 @@ class KerasRecurrent(nn.Module):
         self.go_backwards = go_backwards
         self.return_sequences = return_sequences
         self.return_state = return_state
-        self.merge_mode = merge_mode
+        # always a str, for torch.jit.script
+        self.merge_mode: str = "none" if merge_mode is None else merge_mode
         self.zero_output_for_mask = zero_output_for_mask
         self.stateful = stateful
         self.hidden_size = int(getattr(rnn, "hidden_size"))
         # the states a stateful layer carries to its next call; none (batch 0) until the first call
-        self.register_buffer("state_h", torch.zeros(directions, 0, self.hidden_size), persistent=False)
-        self.register_buffer("state_c", torch.zeros(directions, 0, self.hidden_size), persistent=False)
+        empty = torch.zeros(directions, 0, self.hidden_size)
+        self.register_buffer("state_h", empty, persistent=False)
+        self.register_buffer("state_c", empty.clone(), persistent=False)
 
     @torch.jit.export
     def reset_states(self) -> None:
@@ -261,10 +273,12 @@ class KerasRecurrent(nn.Module):
         per_direction = 2 if self.is_lstm else 1
         h0: Optional[Tensor] = None
         c0: Optional[Tensor] = None
-        if initial_state is not None:  # Keras order: h, c of the forward layer, then of the backward one
+        # initial_state in Keras order: h, c of the forward layer, then of the backward one
+        if initial_state is not None:
             h0 = torch.stack([initial_state[d * per_direction] for d in range(self.directions)], 0)
             if self.is_lstm:
-                c0 = torch.stack([initial_state[d * per_direction + 1] for d in range(self.directions)], 0)
+                c0 = torch.stack([initial_state[d * per_direction + 1]
+                                  for d in range(self.directions)], 0)
         elif self.stateful and self.state_h.shape[1] == x.shape[0]:
             h0, c0 = self.state_h, self.state_c
         y, h, c = self.rnn(x.transpose(0, 1), lengths, h0, c0)
@@ -276,7 +290,8 @@ class KerasRecurrent(nn.Module):
                 seq = y[:, 0]
                 if self.go_backwards:  # Keras returns the sequence in the order it read it
                     seq = torch.flip(seq, [0])
-                elif mask is not None and not self.zero_output_for_mask:  # Keras repeats the last output
+                elif mask is not None and not self.zero_output_for_mask:
+                    # Keras repeats the last kept output over the padding
                     seq = torch.where(mask.transpose(0, 1).unsqueeze(2), seq, h[0].unsqueeze(0))
                 outputs = [seq.transpose(0, 1)]
             else:
@@ -302,7 +317,7 @@ def pad_same(x: Tensor, kernel: int, stride: int, dilation: int, value: float = 
 
 
 def avg_pool_same(x: Tensor, size: int, stride: int) -> Tensor:
-    """Keras AveragePooling1D(padding='same') on [B, C, L]: the mean of the steps inside the input."""
+    """Keras AveragePooling1D(padding='same') on [B, C, L]: the mean of the steps inside."""
     total = F.avg_pool1d(pad_same(x, size, stride, 1), size, stride) * size
     count = F.avg_pool1d(pad_same(torch.ones_like(x[:1, :1]), size, stride, 1), size, stride) * size
     return total / count
@@ -327,7 +342,7 @@ class Affine(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """Keras LayerNormalization over `axes`; gamma / beta shaped to broadcast (empty when unused)."""
+    """Keras LayerNormalization over `axes`; gamma / beta shaped to broadcast (empty: unused)."""
 
     def __init__(self, axes: List[int], epsilon: float, shape: List[int], scale: bool = True,
                  center: bool = True):

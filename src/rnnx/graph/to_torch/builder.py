@@ -7,7 +7,8 @@ from ...errors import FormatError, UsageError
 from .. import config as keras_config
 from ..to_onnx.builder import _weights_by_name  # noqa: PLC2701  (one weight lookup for both backends)
 from ..to_onnx.context import Context, LayerCall
-from .program import Program, Value
+from .layers.core import IDENTITY_LAYERS
+from .program import Program, Value, literal
 from .registry import lookup
 
 MASK_CONSUMERS = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional"}
@@ -73,6 +74,8 @@ def _convert_call(prog: Program, spec, node_index: int, prefix: str, inputs: lis
         return _evaluate(prog, spec.model, f"{prefix}{spec.name}/", inputs, keras_major)
     call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands)
     convert = lookup(spec.class_name, call.name)
+    prog.comment(f"{literal(call.name)} ({spec.class_name})" + (" is an identity at inference"
+                                                               if spec.class_name in IDENTITY_LAYERS else ""))
     try:
         outputs = convert(prog, call, inputs)
     except (KeyError, TypeError, IndexError) as exc:

@@ -105,6 +105,11 @@ class Program:
         self.emit(f"{var} = {expr}", comment)
         return var
 
+    def comment(self, text: str) -> None:
+        """A comment line of forward() (cut to fit the line width)."""
+        line = f"# {text}"
+        self.lines.append(line if len(line) <= MAX_LINE - 8 else line[:MAX_LINE - 11] + "...")
+
     def emit(self, line: str, comment: str = "") -> None:
         text = f"{line}  # {comment}" if comment else line
         if len(text) + 8 > MAX_LINE and comment:

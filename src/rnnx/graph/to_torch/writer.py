@@ -87,7 +87,7 @@ def source_text(prog: Program, model_name: str, source: str, args: list[str], ou
     lines += ["", *wrap(f"    def forward(self, {', '.join(f'{a}: Tensor' for a in args)}) -> {returns}:")]
     for line in prog.lines:
         lines += wrap(f"        {line}")
-    result = ", ".join(v.var for v in outputs)
+    result = outputs[0].var if len(outputs) == 1 else f"({', '.join(v.var for v in outputs)})"
     lines += wrap(f"        return {result}")
     lines += ["", "    @torch.jit.export", "    def reset_states(self) -> None:",
               '        """Zero the states the stateful layers carry between calls (Keras reset_states())."""']
@@ -132,7 +132,7 @@ def wrap(line: str, width: int = MAX_LINE) -> list[str]:
     out = [head]
     for item in body:
         out += wrap(item, width) if len(item) > width else [item]
-    return out + [indent + tail]
+    return out + wrap(indent + tail, width)
 
 
 def _outer_brackets(line: str) -> tuple[int | None, int | None]:
@@ -150,9 +150,9 @@ def _outer_brackets(line: str) -> tuple[int | None, int | None]:
             if depth == 0 and start is None:
                 start = k
             depth += 1
-        elif ch in ")]":
+        elif ch in ")]" and start is not None:  # a closer before any opener belongs to the line before
             depth -= 1
-            if depth == 0 and start is not None:
+            if depth == 0:
                 return start, k
     return None, None
 
