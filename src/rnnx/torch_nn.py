@@ -85,7 +85,6 @@ class RecurrentLoop(nn.Module):
         self.clip = float(clip)  # 0: no clip
         self.input_forget = bool(input_forget)
         self.reset_after = bool(reset_after)
-        self.has_peepholes = bool(peepholes)
         size, D = GATES[cell] * hidden_size, self.directions
         self.weight_ih = nn.Parameter(torch.zeros(D, size, input_size))
         self.weight_hh = nn.Parameter(torch.zeros(D, size, hidden_size))
@@ -93,30 +92,31 @@ class RecurrentLoop(nn.Module):
         self.bias_hh = nn.Parameter(torch.zeros(D, size))
         self.peephole = nn.Parameter(torch.zeros(D, 3 * hidden_size if peepholes else 0))
 
-    def _act(self, slot: int, x: Tensor) -> Tensor:
-        if self.clip > 0.0:  # ONNX clips the input of every activation
+    def _act(self, slot: int, x: Tensor, clipped: bool = True) -> Tensor:
+        # ONNX clips the gates' inputs (not the cell state's output activation)
+        if clipped and self.clip > 0.0:
             x = torch.clamp(x, -self.clip, self.clip)
         return activation(self.activations[slot], self.alphas[slot], self.betas[slot], x)
 
-    def _step(self, k: int, x_proj: Tensor, h: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
-        """One step of direction k: x_proj = W x + b_w of this step, h, c the states before it."""
+    def _step(self, x_proj: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+              peephole: Tensor) -> Tuple[Tensor, Tensor]:
+        """One step of one direction: x_proj = W x + b_w of this step, h, c the states before it."""
         if self.cell == "lstm":
-            gates = x_proj + F.linear(h, self.weight_hh[k], self.bias_hh[k])
-            gi, gf, gc, go = gates.chunk(4, 1)
-            if self.has_peepholes:
-                pi, pf, po = self.peephole[k].chunk(3, 0)
+            gi, gf, gc, go = (x_proj + F.linear(h, weight_hh, bias_hh)).chunk(4, 1)
+            if peephole.numel() > 0:
+                pi, pf, po = peephole.chunk(3, 0)
                 gi, gf = gi + pi * c, gf + pf * c
             else:
-                po = torch.zeros_like(self.bias_hh[k][:1])
+                po = torch.zeros_like(bias_hh[:1])
             i = self._act(0, gi)
             f = 1.0 - i if self.input_forget else self._act(0, gf)
             c = f * c + i * self._act(1, gc)
             o = self._act(0, go + po * c)
-            return o * self._act(2, c), c
+            return o * self._act(2, c, False), c
         if self.cell == "gru":
             xr, xz, xn = x_proj.chunk(3, 1)
-            hr, hz, hn = self.weight_hh[k].chunk(3, 0)
-            br, bz, bn = self.bias_hh[k].chunk(3, 0)
+            hr, hz, hn = weight_hh.chunk(3, 0)
+            br, bz, bn = bias_hh.chunk(3, 0)
             r = self._act(0, xr + F.linear(h, hr, br))
             z = self._act(0, xz + F.linear(h, hz, bz))
             if self.reset_after:
@@ -124,12 +124,19 @@ class RecurrentLoop(nn.Module):
             else:
                 n = self._act(1, xn + F.linear(r * h, hn, bn))
             return (1.0 - z) * n + z * h, c
-        return self._act(0, x_proj + F.linear(h, self.weight_hh[k], self.bias_hh[k])), c
+        return self._act(0, x_proj + F.linear(h, weight_hh, bias_hh)), c
 
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None, h0: Optional[Tensor] = None,
                 c0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        steps, batch = x.shape[0], x.shape[1]
-        state_shape = [self.directions, batch, self.hidden_size]
+        return self.run(x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                        self.peephole, lengths, h0, c0)
+
+    def run(self, x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor,
+            peephole: Tensor, lengths: Optional[Tensor] = None, h0: Optional[Tensor] = None,
+            c0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """forward() with the weights given (shapes as the parameters'; peephole [D, 0]: none)."""
+        steps, batch, hidden = x.shape[0], x.shape[1], weight_hh.shape[2]
+        state_shape = [self.directions, batch, hidden]
         h_init = x.new_zeros(state_shape) if h0 is None else h0
         c_init = x.new_zeros(state_shape) if c0 is None else c0
         ys: List[Tensor] = []
@@ -138,12 +145,12 @@ class RecurrentLoop(nn.Module):
         for k in range(self.directions):
             backward = self.reverse or k == 1
             # every step's input part at once
-            x_proj = F.linear(x, self.weight_ih[k], self.bias_ih[k])
+            x_proj = F.linear(x, weight_ih[k], bias_ih[k])
             h, c = h_init[k], c_init[k]
             outputs: List[Tensor] = []
             for s in range(steps):
                 t = steps - 1 - s if backward else s
-                h_new, c_new = self._step(k, x_proj[t], h, c)
+                h_new, c_new = self._step(x_proj[t], h, c, weight_hh[k], bias_hh[k], peephole[k])
                 if lengths is None:
                     h, c = h_new, c_new
                     outputs.append(h)
@@ -157,7 +164,7 @@ class RecurrentLoop(nn.Module):
             if steps > 0:
                 ys.append(torch.stack(outputs, 0))
             else:
-                ys.append(x.new_zeros([0, batch, self.hidden_size]))
+                ys.append(x.new_zeros([0, batch, hidden]))
             hs.append(h)
             cs.append(c)
         return torch.stack(ys, 1), torch.stack(hs, 0), torch.stack(cs, 0)
@@ -177,12 +184,15 @@ class FastLSTM(nn.Module):
                 c0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         if lengths is not None:
             raise RuntimeError("FastLSTM takes no lengths; RecurrentLoop does")
-        state_shape = [self.directions, x.shape[1], self.hidden_size]
-        h_init = x.new_zeros(state_shape) if h0 is None else h0
-        c_init = x.new_zeros(state_shape) if c0 is None else c0
         if self.reverse:
             x = torch.flip(x, [0])
-        y, (h, c) = self.lstm(x, (h_init, c_init))
+        if h0 is None and c0 is None:
+            y, (h, c) = self.lstm(x)
+        else:
+            state_shape = [self.directions, x.shape[1], self.hidden_size]
+            h_init = x.new_zeros(state_shape) if h0 is None else h0
+            c_init = x.new_zeros(state_shape) if c0 is None else c0
+            y, (h, c) = self.lstm(x, (h_init, c_init))
         if self.reverse:
             y = torch.flip(y, [0])
         y = y.view(y.shape[0], y.shape[1], self.directions, self.hidden_size)
@@ -209,10 +219,9 @@ class FastGRU(nn.Module):
                 c0: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         if lengths is not None:
             raise RuntimeError("FastGRU takes no lengths; RecurrentLoop does")
-        h_init = x.new_zeros([self.directions, x.shape[1], self.hidden_size]) if h0 is None else h0
         if self.reverse:
             x = torch.flip(x, [0])
-        y, h = self.rnn(x, h_init)
+        y, h = self.rnn(x, h0)
         if self.reverse:
             y = torch.flip(y, [0])
         y = y.view(y.shape[0], y.shape[1], self.directions, self.hidden_size)

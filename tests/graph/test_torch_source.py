@@ -17,8 +17,9 @@ import rnnx  # noqa: E402
 from rnnx.errors import UnsupportedError  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["k2_seed_cudnn.h5", "k2_merges_masked.h5", "k2_states.h5", "k2_layers.h5"])
-@pytest.mark.parametrize("standalone", [False, True])
+@pytest.mark.parametrize("name, standalone", [("k2_seed_cudnn.h5", False), ("k2_merges_masked.h5", False),
+                                              ("k2_states.h5", False), ("k2_layers.h5", False),
+                                              ("k2_seed_cudnn.h5", True), ("k2_states.h5", True)])
 def test_generated_file_is_readable_and_scripts(name, standalone, models_dir, tmp_path):
     import torch
 

@@ -63,8 +63,8 @@ def _layer(prog: Program, call, config: dict, inputs: list[Value], directions: i
     direction = "bidirectional" if directions == 2 else ("reverse" if go_backwards else "forward")
     attr = prog.attribute(call)
     if attr is None:
-        fast = _fast(layer) and x.mask is None
-        rnn, params = (_fast_module if fast else _loop_module)(layer, direction)
+        class_name, args, kwargs, params = core_module(layer, direction, fast=is_fast(layer) and x.mask is None)
+        rnn = construction(class_name, args, kwargs)
         stateful = bool(config.get("stateful", False))
         options = {"directions": directions, "go_backwards": go_backwards,
                    "return_sequences": bool(config.get("return_sequences", False)),
@@ -95,8 +95,8 @@ def _output_count(config: dict, directions: int, merge_mode, names: int) -> int:
     return main + (directions * names if config.get("return_state", False) else 0)
 
 
-def _fast(layer) -> bool:
-    """Whether nn.LSTM / nn.GRU / nn.RNN compute exactly this layer."""
+def is_fast(layer) -> bool:
+    """Whether nn.LSTM / nn.GRU / nn.RNN compute exactly this layer (without lengths)."""
     if layer.clip is not None or layer.input_forget or layer.has_peepholes or layer.proj_size is not None:
         return False
     if layer.cell == "gru" and not layer.reset_after:
@@ -104,52 +104,56 @@ def _fast(layer) -> bool:
     return tuple(layer.activations) in FAST_ACTIVATIONS[layer.cell]
 
 
+def core_module(layer, direction: str, fast: bool) -> tuple[str, list, dict, dict]:
+    """The rnnx.torch_nn module computing canonical `layer`'s cell: class name, constructor arguments,
+    keyword arguments and its parameters by state-dict key. Shared with rnnx.onnx2torch."""
+    return _fast_module(layer, direction) if fast else _loop_module(layer, direction)
+
+
+def construction(class_name: str, args: list, kwargs: dict) -> str:
+    return f"rnnx_nn.{class_name}({', '.join([*map(py, args), *(f'{k}={py(v)}' for k, v in kwargs.items())])})"
+
+
 def _biases(layer, d) -> tuple[np.ndarray, np.ndarray]:
     zeros = np.zeros(d.W.shape[0], layer.dtype)
     return (zeros if d.b_w is None else d.b_w), (zeros if d.b_r is None else d.b_r)
 
 
-def _fast_module(layer, direction: str) -> tuple[str, dict]:
+def _fast_module(layer, direction: str) -> tuple[str, list, dict, dict]:
+    args = [layer.input_size, layer.units] + ([] if direction == "forward" else [direction])
     if layer.cell == "lstm":
-        construction, inner = f"rnnx_nn.FastLSTM({layer.input_size}, {layer.units}{_direction(direction)})", "lstm"
+        class_name, kwargs, inner = "FastLSTM", {}, "lstm"
     else:
-        extra = ", nonlinearity='relu'" if layer.activations[0] == RELU else ""
-        construction = f"rnnx_nn.FastGRU({layer.cell!r}, {layer.input_size}, {layer.units}{_direction(direction)}{extra})"
-        inner = "rnn"
+        class_name, inner = "FastGRU", "rnn"
+        args = [layer.cell, *args]
+        kwargs = {"nonlinearity": "relu"} if layer.activations[0] == RELU else {}
     params = {}
     for k, d in enumerate(layer.directions):
         suffix = "_l0_reverse" if k == 1 else "_l0"
         b_ih, b_hh = _biases(layer, d)
         params |= {f"{inner}.weight_ih{suffix}": d.W, f"{inner}.weight_hh{suffix}": d.R,
                    f"{inner}.bias_ih{suffix}": b_ih, f"{inner}.bias_hh{suffix}": b_hh}
-    return construction, params
+    return class_name, args, kwargs, params
 
 
-def _loop_module(layer, direction: str) -> tuple[str, dict]:
+def _loop_module(layer, direction: str) -> tuple[str, list, dict, dict]:
     acts = layer.activations
-    args = [repr(layer.cell), str(layer.input_size), str(layer.units) + _direction(direction),
-            f"activations={py([a.name for a in acts])}"]
+    args = [layer.cell, layer.input_size, layer.units] + ([] if direction == "forward" else [direction])
+    kwargs = {"activations": [a.name for a in acts]}
     if any(a.alpha is not None or a.beta is not None for a in acts):
-        args += [f"alphas={py([float(a.alpha or 0.0) for a in acts])}",
-                 f"betas={py([float(a.beta or 0.0) for a in acts])}"]
+        kwargs |= {"alphas": [float(a.alpha or 0.0) for a in acts], "betas": [float(a.beta or 0.0) for a in acts]}
     if layer.clip is not None:
-        args.append(f"clip={float(layer.clip)!r}")
+        kwargs["clip"] = float(layer.clip)
     if layer.input_forget:
-        args.append("input_forget=True")
+        kwargs["input_forget"] = True
     if layer.has_peepholes:
-        args.append("peepholes=True")
+        kwargs["peepholes"] = True
     if layer.cell == "gru" and not layer.reset_after:
-        args.append("reset_after=False")
+        kwargs["reset_after"] = False
     biases = [_biases(layer, d) for d in layer.directions]
     params = {"weight_ih": np.stack([d.W for d in layer.directions]),
               "weight_hh": np.stack([d.R for d in layer.directions]),
-              "bias_ih": np.stack([b[0] for b in biases]), "bias_hh": np.stack([b[1] for b in biases])}
-    if layer.has_peepholes:
-        params["peephole"] = np.stack([d.P for d in layer.directions])
-    else:
-        params["peephole"] = np.zeros((layer.num_directions, 0), layer.dtype)
-    return f"rnnx_nn.RecurrentLoop({', '.join(args)})", params
-
-
-def _direction(direction: str) -> str:
-    return "" if direction == "forward" else f", {direction!r}"
+              "bias_ih": np.stack([b[0] for b in biases]), "bias_hh": np.stack([b[1] for b in biases]),
+              "peephole": np.stack([d.P for d in layer.directions]) if layer.has_peepholes
+              else np.zeros((layer.num_directions, 0), layer.dtype)}
+    return "RecurrentLoop", args, kwargs, params
