@@ -233,3 +233,35 @@ def test_onnx2torch_imports_without_torchvision():
 
     with pytest.raises(rnnx.errors.UnsupportedError, match="torchvision"):
         nms.torchvision.ops.nms(None, None, 0.5)
+
+
+def test_onnx_model_to_torch_model_source(corpus, tmp_path, cli):
+    """rnnx convert model.onnx OUT.py --to torch-model: a Model wrapping onnx2torch's graph module."""
+    import importlib.util
+
+    import safetensors.torch
+
+    src = corpus / "onnx" / "dtln_lstm_stateful.onnx"
+    dst = tmp_path / "dtln.py"
+    result = cli("convert", src, dst, "--to", "torch-model")
+    assert result.returncode == 0, result.stderr
+    spec = importlib.util.spec_from_file_location("dtln_generated", dst)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.Model()
+    model.load_state_dict(safetensors.torch.load_file(str(tmp_path / "dtln.safetensors")), strict=True)
+    onnx_model = onnx.load(str(src))
+    rng = np.random.default_rng(4)
+    feeds = {i.name: rng.normal(size=[d.dim_value or 1 for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in onnx_model.graph.input}
+    with torch.no_grad():
+        got = model(*[torch.from_numpy(feeds[i.name]) for i in onnx_model.graph.input])
+    assert _max_error(_run_ort(onnx_model, feeds), [g.numpy() for g in got]) <= TOLERANCE
+
+
+def test_onnx_model_with_a_node_onnx2torch_refuses_names_it(corpus, tmp_path, cli):
+    dst = tmp_path / "gtcrn.py"
+    result = cli("convert", corpus / "onnx" / "gtcrn_gru.onnx", dst, "--to", "torch-model")
+    assert result.returncode == 2
+    assert "BatchNormalization" in result.stderr and "node" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -198,3 +198,30 @@ def _result(node, rnn, layout: int, named_inputs: dict, *orders) -> OperationCon
 for _op, _versions in VERSIONS.items():
     for _version in _versions:
         add_converter(operation_type=_op, version=_version)(convert_node)
+
+
+def check_convertible(model) -> None:
+    """Raise UnsupportedError naming the first node of `model` (an onnx.ModelProto) that onnx2torch, with
+    these converters, cannot take: no converter for its operator, or its converter refuses it."""
+    from onnx2torch.converter import _remove_initializers_from_input
+    from onnx2torch.node_converters import get_converter
+    from onnx2torch.onnx_graph import OnnxGraph
+    from onnx2torch.utils.safe_shape_inference import safe_shape_inference
+
+    model = _remove_initializers_from_input(safe_shape_inference(model))
+    opsets = {o.domain: o.version for o in model.opset_import}
+    graph = OnnxGraph(model.graph)
+    for node in graph.nodes.values():
+        where = f"node {node.name or node.unique_name!r} ({node.operation_type}, opset {opsets.get(node.domain)})"
+        try:
+            converter = get_converter(domain=node.domain, operation_type=node.operation_type,
+                                      version=opsets.get(node.domain, 1))
+        except NotImplementedError:
+            raise UnsupportedError(f"onnx2torch has no converter for {where}; rnnx cannot write this model as "
+                                   f"PyTorch source.") from None
+        try:
+            converter(node, graph)
+        except UnsupportedError:
+            raise
+        except Exception as exc:  # onnx2torch's converters raise assorted errors on what they do not take
+            raise UnsupportedError(f"onnx2torch cannot convert {where}: {exc}") from None

@@ -54,6 +54,13 @@ def write(bundle: Bundle, path: Path, standalone: bool = False, layer: str | Non
                          ".safetensors for one layer's weights).")
     if path.suffix != ".py":
         raise UsageError(f"A torch-model target is Python source: name it *.py, not {path.name}.")
+    if bundle.source.get("file_format") == "onnx":
+        if standalone:
+            raise UsageError("--standalone applies to Keras sources; an ONNX model is written as a wrapper of "
+                             "onnx2torch's graph module, which needs rnnx and onnx2torch.")
+        from .from_onnx import write_from_onnx
+
+        return write_from_onnx(bundle, path)
     prog, model, args, outputs = build_program(bundle)
     text = source_text(prog, model.name, str(bundle.source.get("path", "")), args, outputs, path, standalone)
     compile(text, str(path), "exec")  # what we write must at least be valid Python

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....canonical.activations import RELU, SIGMOID, TANH
+from ....canonical.model import DEFAULT_ACTIVATIONS
 from ....errors import UnsupportedError
 from ...to_onnx.layers.recurrent import RECURRENT_CLASSES
 from ..program import Program, Value, py
@@ -139,7 +140,7 @@ def _fast_module(layer, direction: str) -> tuple[str, list, dict, dict]:
 def _loop_module(layer, direction: str) -> tuple[str, list, dict, dict]:
     acts = layer.activations
     args = [layer.cell, layer.input_size, layer.units] + ([] if direction == "forward" else [direction])
-    kwargs = {"activations": [a.name for a in acts]}
+    kwargs = {} if tuple(acts) == DEFAULT_ACTIVATIONS[layer.cell] else {"activations": [a.name for a in acts]}
     if any(a.alpha is not None or a.beta is not None for a in acts):
         kwargs |= {"alphas": [float(a.alpha or 0.0) for a in acts], "betas": [float(a.beta or 0.0) for a in acts]}
     if layer.clip is not None:
