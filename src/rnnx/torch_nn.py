@@ -170,6 +170,13 @@ class RecurrentLoop(nn.Module):
         return torch.stack(ys, 1), torch.stack(hs, 0), torch.stack(cs, 0)
 
 
+def _per_direction(y: Tensor, directions: int, hidden: int) -> Tensor:
+    """[T, B, D * H] as built-in modules return it -> [T, D, B, H]."""
+    if directions == 1:
+        return y.unsqueeze(1)
+    return y.view(y.shape[0], y.shape[1], directions, hidden).transpose(1, 2)
+
+
 class FastLSTM(nn.Module):
     """nn.LSTM behind RecurrentLoop's interface (sigmoid / tanh gates, no lengths)."""
 
@@ -195,8 +202,7 @@ class FastLSTM(nn.Module):
             y, (h, c) = self.lstm(x, (h_init, c_init))
         if self.reverse:
             y = torch.flip(y, [0])
-        y = y.view(y.shape[0], y.shape[1], self.directions, self.hidden_size)
-        return y.transpose(1, 2), h, c
+        return _per_direction(y, self.directions, self.hidden_size), h, c
 
 
 class FastGRU(nn.Module):
@@ -224,8 +230,7 @@ class FastGRU(nn.Module):
         y, h = self.rnn(x, h0)
         if self.reverse:
             y = torch.flip(y, [0])
-        y = y.view(y.shape[0], y.shape[1], self.directions, self.hidden_size)
-        return y.transpose(1, 2), h, h
+        return _per_direction(y, self.directions, self.hidden_size), h, h
 
 
 class KerasRecurrent(nn.Module):
