@@ -94,3 +94,13 @@ def test_cli_refuses_standalone_for_other_targets(models_dir, tmp_path, cli):
     assert result.returncode == 2 and "--standalone" in result.stderr
     assert not (tmp_path / "x.onnx").exists()
     np.testing.assert_equal(len(list(tmp_path.iterdir())), 0)
+
+
+def test_torch_backend_converts_every_layer_class_the_onnx_backend_does():
+    from rnnx.graph.to_onnx import activations as onnx_activations
+    from rnnx.graph.to_onnx import registry as onnx_registry
+    from rnnx.graph.to_torch import activations as torch_activations
+    from rnnx.graph.to_torch import registry as torch_registry
+
+    assert set(torch_registry.supported()) == set(onnx_registry.supported())
+    assert set(onnx_activations.names()) <= {n for n in torch_activations.EXPRESSIONS if n} | {"hard_sigmoid"}
