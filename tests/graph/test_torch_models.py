@@ -68,6 +68,11 @@ def test_stateful_states_carry_over_two_calls_and_reset(models_dir, tmp_path):
     keras_model.reset_states()
     assert max_error(keras_predict(keras_model, second), run_torch(model, second)) <= TOLERANCE
     assert np.max(np.abs(run_torch(model, second)[0] - got[1])) > 1e-4  # the states did carry over
+    import torch
+
+    scripted = torch.jit.script(model)  # the carried states work scripted too
+    scripted.reset_states()
+    assert max_error(expected, [run_torch(scripted, first)[0], run_torch(scripted, second)[0]]) <= TOLERANCE
 
 
 def test_damaged_weight_fails_the_comparison(models_dir, tmp_path):
