@@ -1,6 +1,7 @@
 """Whole Keras model -> ONNX: `rnnx convert` against the tf_keras + tf2onnx route.
 
     python scripts/bench.py [--repeats 3] [--runs 20] [--write-readme]
+    python scripts/bench.py --torch [--write-readme]     # PyTorch model export vs hand-written nn.LSTM
 
 Builds two models with tf_keras in a temporary folder (the seed model: Input(50, 64) ->
 CuDNNLSTM(512, return_sequences) -> CuDNNLSTM(512) -> Dropout -> Dense(10) -> softmax; and a
@@ -381,6 +382,113 @@ def write_deploy_readme(table: str) -> None:
     readme.write_text(f"{before}{start}\n{table}\n{end}{after}")
 
 
+# --- PyTorch model export (--torch): the generated seed model against a hand-written nn.LSTM one ---------
+TORCH_LATENCY = textwrap.dedent("""
+    import importlib.util, json, statistics, sys, time
+    import numpy as np, safetensors.torch, torch
+    from torch import nn
+    torch.set_num_threads(1)
+    path, runs = sys.argv[1], int(sys.argv[2])
+    spec = importlib.util.spec_from_file_location("seed_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = safetensors.torch.load_file(path[:-3] + ".safetensors")
+    exported = module.Model()
+    exported.load_state_dict(state, strict=True)
+
+    class Hand(nn.Module):
+        def __init__(self, features, units, classes):
+            super().__init__()
+            self.lstm_1 = nn.LSTM(features, units, batch_first=True)
+            self.lstm_2 = nn.LSTM(units, units, batch_first=True)
+            self.dense = nn.Linear(units, classes)
+
+        def forward(self, x):
+            y, _ = self.lstm_1(x)
+            _, (h, _) = self.lstm_2(y)
+            return torch.softmax(self.dense(h[-1]), -1)
+
+    lstm_keys = [k for k in state if ".rnn.lstm." in k]
+    names = sorted({k.split(".")[0] for k in lstm_keys}, key=lambda n: lstm_keys.index(
+        next(k for k in lstm_keys if k.startswith(n + "."))))
+    dense = next(k.split(".")[0] for k in state if k.endswith(".bias") and ".rnn." not in k)
+    features = state[names[0] + ".rnn.lstm.weight_ih_l0"].shape[1]
+    units = state[names[0] + ".rnn.lstm.weight_hh_l0"].shape[1]
+    classes = state[dense + ".weight"].shape[0]
+    hand = Hand(features, units, classes)
+    hand_state = {}
+    for mine, theirs in zip(("lstm_1", "lstm_2"), names):
+        for key in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            hand_state[f"{mine}.{key}"] = state[f"{theirs}.rnn.lstm.{key}"]
+    hand_state.update({"dense.weight": state[dense + ".weight"], "dense.bias": state[dense + ".bias"]})
+    hand.load_state_dict(hand_state, strict=True)
+    models = [exported.eval(), hand.eval()]
+    steps = int(sys.argv[3])
+    rng = np.random.default_rng(0)
+    result = {"error": 0.0}
+    with torch.no_grad():
+        for batch in (1, 32):
+            x = torch.from_numpy(rng.normal(0, 1, (batch, steps, features)).astype(np.float32))
+            outs = [m(x) for m in models]  # warm-up
+            result["error"] = max(result["error"], float((outs[0] - outs[1]).abs().max()))
+            times = [[], []]
+            for i in range(runs):  # interleaved, order alternating
+                for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    start = time.perf_counter()
+                    models[k](x)
+                    times[k].append(time.perf_counter() - start)
+            result[batch] = [statistics.median(t) * 1000 for t in times]
+    print(json.dumps(result))
+""")
+
+
+def torch_model_run(runs: int) -> str:
+    """`rnnx convert k2_seed_cudnn.h5 seed.py --to torch-model` against a hand-written nn.LSTM model of the
+    same shape holding the same weights: median forward latency at batch 1 and 32 (one thread, eager)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rnnx-bench-torch-") as tmp:
+        dst = Path(tmp) / "seed_model.py"
+        src = ROOT / "tests" / "fixtures" / "models" / "k2_seed_cudnn.h5"
+        subprocess.run([sys.executable, "-m", "rnnx", "convert", str(src), str(dst), "--to", "torch-model"],
+                       check=True, capture_output=True, env=ENV)
+        for order in range(2):  # two processes, averaged
+            rows.append(json.loads(_python(TORCH_LATENCY, str(dst), str(runs), "7")))
+    lat = {b: [statistics.mean(r[b][k] for r in rows) for k in range(2)] for b in ("1", "32")}
+    error = max(r["error"] for r in rows)
+    lines = [
+        f"Measured {datetime.date.today().isoformat()} on {_machine()}; torch {_torch_version()}, one thread, "
+        f"eager, no_grad. Median of {runs} forward calls per model after a warm-up, the two models' calls "
+        f"interleaved, averaged over two processes; input [batch, 7, 5] (the fixture's shape).",
+        "",
+        "| model | batch 1 | batch 32 |",
+        "|---|---|---|",
+        f"| exported k2_seed_cudnn (CuDNNLSTM(16) x 2 + Dense(5) + softmax) | {lat['1'][0]:.3f} ms | "
+        f"{lat['32'][0]:.3f} ms |",
+        f"| hand-written nn.LSTM x 2 + nn.Linear, same weights | {lat['1'][1]:.3f} ms | {lat['32'][1]:.3f} ms |",
+        f"| ratio (exported / hand-written) | {lat['1'][0] / lat['1'][1]:.2f} | {lat['32'][0] / lat['32'][1]:.2f} |",
+        "",
+        f"Largest difference between the two models' outputs: {error:.1e}.",
+    ]
+    return "\n".join(lines)
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
+
+
+def write_torch_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- torch-bench: start -->", "<!-- torch-bench: end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} block in the torch-model section")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    readme.write_text(f"{before}{start}\n{table}\n{end}{after}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="conversions per route (median wall time)")
@@ -390,7 +498,16 @@ def main(argv=None) -> int:
                         help="keras: the .h5 models; savedmodel: the SavedModel -> ONNX ratio; all: both")
     parser.add_argument("--deploy", action="store_true",
                         help="measure the int8 / float16 deployment variants instead (README 'Deploying')")
+    parser.add_argument("--torch", action="store_true",
+                        help="instead: the PyTorch model export of the seed fixture against a hand-written "
+                        "nn.LSTM model (README section 'PyTorch model')")
     args = parser.parse_args(argv)
+    if args.torch:
+        table = torch_model_run(max(args.runs, 200))
+        print(table)
+        if args.write_readme:
+            write_torch_readme(table)
+        return 0
     if args.deploy:
         table = run_deploy(args.runs)
         print(table)

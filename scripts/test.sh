@@ -9,4 +9,6 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # torch is pinned: 2.13.0 is a CPU build; an unpinned torch pulls a multi-GB CUDA build.
 python -m pip install -q -r requirements-test.txt -e ".[test]"
+# onnx2torch without its torchvision requirement (no torchvision wheel loads with torch 2.13.0 CPU)
+python -m pip install -q --no-deps -r requirements-onnx2torch.txt
 python -m pytest -q "$@"

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write Keras 2 hard_sigmoid layers to Keras 3 anyway and report the deviation")
     s.add_argument("--cudnn", action="store_true",
                    help="Keras 2 HDF5 target: write CuDNNLSTM / CuDNNGRU layers (to resume training on a GPU)")
+    s.add_argument("--standalone", action="store_true",
+                   help="torch-model target: copy rnnx.torch_nn into the file, so it needs only torch")
     s.add_argument("--engine", choices=("native", "tf2onnx"), default="native",
                    help="whole Keras model to ONNX: rnnx's own graph builder (default) or tf_keras + tf2onnx "
                    "(needs the tf extra)")
@@ -161,7 +163,8 @@ def _inspect(args) -> int:
 TARGET_OPTIONS = {"opset": ("--opset", ("onnx",)), "time_major": ("--time-major", ("onnx",)),
                   "engine": ("--engine", ("onnx",)), "cudnn": ("--cudnn", ("keras-h5",)),
                   "precision": ("--quantize / --precision", ("onnx",)),
-                  "accept_activation_change": ("--accept-activation-change", ("keras", "keras3-weights"))}
+                  "accept_activation_change": ("--accept-activation-change", ("keras", "keras3-weights")),
+                  "standalone": ("--standalone", ("torch-model",))}
 
 
 def _convert(args) -> int:
@@ -172,7 +175,8 @@ def _convert(args) -> int:
 
     options = {k: v for k, v in (("opset", args.opset), ("time_major", args.time_major),
                                  ("accept_activation_change", args.accept_activation_change),
-                                 ("cudnn", args.cudnn), ("engine", args.engine)) if v is not None and v is not False}
+                                 ("cudnn", args.cudnn), ("engine", args.engine), ("standalone", args.standalone))
+               if v is not None and v is not False}
     if args.quantize and args.precision:
         raise UsageError("--quantize int8 and --precision float16 are two different variants; give one of them "
                          "(convert twice for both).")

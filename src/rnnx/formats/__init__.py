@@ -44,6 +44,8 @@ FORMATS = (
            "PyTorch state dict as safetensors"),
     Format("torch-module", (".py",), "rnnx.formats.torch_format.module_source",
            "Python source of an nn.Module with the modules of a .pt target, without weights"),
+    Format("torch-model", (".py",), "rnnx.graph.to_torch.writer",
+           "Python source of a whole Keras model as an nn.Module with forward(), and its .safetensors beside"),
     Format("rnnx", (".rnnx",), "rnnx.formats.rnnx_file", "rnnx canonical file (safetensors + JSON manifest)"),
     Format("tf-savedmodel", ("saved_model.pb",), "rnnx.formats.tf_format.savedmodel",
            "TensorFlow SavedModel directory of a Keras model (model.save('dir'), TF 2.0-2.15)"),
