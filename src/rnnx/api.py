@@ -10,9 +10,14 @@ from .canonical import Bundle
 from .errors import UsageError
 
 
-def load(path, **options) -> Bundle:
-    """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON)."""
+def load(path, timeout: float | None = None, **options) -> Bundle:
+    """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON).
+
+    timeout=SECONDS reads in a child process and raises DeadlineError past it (also while native code
+    such as libhdf5 holds the GIL); the same holds for every function below."""
     path = Path(path)
+    if _deadline(timeout):
+        return _watched(load, path, timeout=timeout, subject=f"reading {path}", **options)
     fmt = formats.for_reading(path)
     if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights"):
         raise UsageError(f"--config gives a Keras weights file its architecture; {path} is read as {fmt.name}, "
@@ -42,7 +47,8 @@ class ConvertResult:
 
 
 def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
-            verify: bool = False, raise_on_failure: bool = True, **options) -> ConvertResult:
+            verify: bool = False, raise_on_failure: bool = True, timeout: float | None = None,
+            **options) -> ConvertResult:
     """Read `src`, write `dst`; with verify=True also prove it numerically.
 
     A failed verification raises VerificationError, or with raise_on_failure=False is left in
@@ -50,6 +56,10 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     from .io import same_file
 
     src, dst = Path(src), Path(dst)
+    if _deadline(timeout):
+        return _watched(convert, src, dst, to=to, layer=layer, config=config, verify=verify,
+                        raise_on_failure=raise_on_failure, timeout=timeout, outputs=[dst],
+                        subject=f"converting {src} to {dst}", **options)
     if same_file(src, dst):
         raise UsageError(f"The destination {dst} is the source file; choose another path so the source is kept.")
     fmt = formats.for_writing(dst, to)
@@ -71,20 +81,39 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     return result
 
 
-def inspect(path, **options) -> dict:
+def inspect(path, timeout: float | None = None, **options) -> dict:
     """A JSON-ready description of a file (schemas/inspect.schema.json)."""
     from .report import describe
 
     path = Path(path)
+    if _deadline(timeout):
+        return _watched(inspect, path, timeout=timeout, subject=f"reading {path}", **options)
     return describe(load(path, **options))
 
 
 def verify(src, dst, to: str | None = None, layer: str | None = None, tolerance: float | None = None,
-           config=None, raise_on_failure: bool = False) -> dict:
+           config=None, raise_on_failure: bool = False, timeout: float | None = None) -> dict:
     """Compare every recurrent layer of `src` (numpy reference) with `dst` run in its own runtime."""
     from .verification import verify_bundle
+
+    if _deadline(timeout):
+        return _watched(verify, src, dst, to=to, layer=layer, tolerance=tolerance, config=config,
+                        raise_on_failure=raise_on_failure, timeout=timeout, subject=f"verifying {dst} against {src}")
 
     bundle = load(src, config=config)
     if layer is not None:
         bundle = bundle.only(layer)
     return verify_bundle(bundle, Path(dst), to=to, tolerance=tolerance, raise_on_failure=raise_on_failure)
+
+
+def _deadline(timeout) -> bool:
+    from .watchdog import checked_timeout
+
+    return checked_timeout(timeout) is not None
+
+
+def _watched(func, *args, timeout, subject: str, outputs=(), **kwargs):
+    """func(*args, **kwargs) without a timeout, run by the watchdog under one."""
+    from .watchdog import call
+
+    return call(func, *args, timeout=float(timeout), subject=subject, outputs=outputs, **kwargs)
