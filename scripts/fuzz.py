@@ -117,7 +117,9 @@ def worker() -> None:
         import importlib
 
         import rnnx
-        for module in ALWAYS_INSTRUMENTED + target.modules:
+        # every reader, not only the target's: an input sniffed as another format must not spend its
+        # deadline importing that reader (and onnx with it)
+        for module in ALWAYS_INSTRUMENTED + tuple(m for t in TARGETS.values() if available(t) for m in t.modules):
             importlib.import_module(module)
     check = checker(target, scratch, rnnx)
     atheris.Setup(sys.argv, check)
@@ -128,8 +130,12 @@ def checker(target: Target, scratch: Path, rnnx):
     path = scratch / f"input{target.suffix}"
 
     stack_after = max(1, int(os.environ.get("RNNX_FUZZ_INPUT_TIMEOUT", "10")) - 1)
+    started = []
 
     def check(data: bytes) -> None:
+        if not started:  # after libFuzzer's handlers: a segfault prints the Python stack, then theirs run
+            faulthandler.enable()
+            started.append(True)
         path.write_bytes(data)
         # a C thread prints the Python stack of an input about to time out, so a hang in native code
         # still says where rnnx called it
@@ -172,6 +178,7 @@ STAT = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)", re.M)
 DONE = re.compile(r"^Done (\d+) runs", re.M)
 ARTIFACT = re.compile(r"Test unit written to (\S+)")
 FRAME = re.compile(r'File "([^"]*rnnx[^"]*)", line (\d+),? in (\S+)')
+ANY_FRAME = re.compile(r'File "[^"]*?(?:site-packages|src)/([A-Za-z0-9_]+)/')
 UNITS = re.compile(r"^stat::number_of_executed_units: (\d+)", re.M)
 
 
@@ -233,6 +240,8 @@ def fuzz_target(target: Target, seconds: float | None, runs: int | None, seed: i
             (findings_dir / f"{name}{target.suffix}").write_bytes(data)
             (findings_dir / f"{name}.txt").write_text(finding["report"])
             finding["file"] = str(findings_dir / f"{name}{target.suffix}")
+            if finding["library"] and finding["signature"] not in findings:
+                finding["contained"] = contained(target, data, args.input_timeout)
         findings.setdefault(finding["signature"], {**finding, "count": 0})["count"] += 1
         if inputs == 0 and not stats:  # the worker could not even start: do not spin
             break
@@ -255,16 +264,38 @@ def describe_finding(text: str, code: int | None) -> dict:
         what = error.group(1).strip() if error else "an exception"
     else:
         kind, what = "crash", f"the worker died (exit {code})"
-    if kind in ("timeout", "hang") and "Timeout (" in text:  # faulthandler's stack: innermost frame first
-        frames = FRAME.findall(text[text.rfind("Timeout ("):])[:1]
+    dump = max(text.rfind("Timeout ("), text.rfind("Fatal Python error"))
+    if kind != "exception" and dump >= 0:  # faulthandler's stack: innermost frame first
+        stack = text[dump:]
+        frames = FRAME.findall(stack)[:1]
+        innermost = ANY_FRAME.search(stack)
+        native = innermost.group(1) if innermost else None
     else:  # a traceback: innermost frame last
-        frames = FRAME.findall(text[text.rfind("Traceback"):])[-1:]
+        stack = text[text.find("=== Uncaught"):] if kind == "exception" else text[-6000:]
+        frames = FRAME.findall(stack[stack.rfind("Traceback"):])[-1:]
+        native = None
     where = f"{Path(frames[0][0]).name}:{frames[0][1]} {frames[0][2]}" if frames else ""
+    # a hang or crash whose innermost Python frame is a library's (h5py's attribute read) happened in that
+    # library's native code: rnnx cannot fix it there, only contain it (see `contained`)
+    library = native if native and native != "rnnx" else None
     error_type = what.split(":")[0] if kind == "exception" else kind
-    start = text.find("=== Uncaught") if kind == "exception" else text.rfind("Timeout (")
-    tail = text[start:] if start >= 0 else text[-6000:]
-    return {"kind": kind, "what": what, "where": where, "signature": f"{error_type} {where}".strip(),
-            "report": tail}
+    return {"kind": kind, "what": what, "where": where, "library": library,
+            "signature": f"{error_type} {where}{' in ' + library if library else ''}".strip(), "report": stack}
+
+
+def contained(target: Target, data: bytes, seconds: int) -> bool:
+    """Whether `rnnx inspect --timeout` ends on this input with exit 2 in time (the watchdog's promise)."""
+    with tempfile.TemporaryDirectory(prefix="rnnx-contain-") as folder:
+        path = Path(folder) / f"input{target.suffix}"
+        path.write_bytes(data)
+        env = {**os.environ, "PYTHONWARNINGS": "ignore",
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        try:
+            proc = subprocess.run([sys.executable, "-m", "rnnx", "inspect", str(path), "--timeout", str(seconds)],
+                                  env=env, capture_output=True, text=True, timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            return False
+        return proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
 def replay(target: Target, files: list[str], args) -> list[dict]:
@@ -336,7 +367,9 @@ def main(argv: list[str]) -> int:
             print(f"{name}: {r['inputs']} inputs in {r['seconds']} s, coverage {r['coverage']} edges "
                   f"({r['features']} features, corpus {r['corpus']}), {len(r['findings'])} findings", flush=True)
             for f in r["findings"]:
-                print(f"  {f['kind']} x{f['count']}: {f['what']} at {f['where'] or '?'} -> {f.get('file', '?')}")
+                native = (f" in {f['library']}'s native code, contained by the watchdog: "
+                          f"{'yes' if f.get('contained') else 'NO'}") if f["library"] else ""
+                print(f"  {f['kind']} x{f['count']}: {f['what']} at {f['where'] or '?'}{native} -> {f.get('file', '?')}")
     return 1 if found else 0
 
 
