@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 CORPUS = Path(os.environ.get("RNNX_CORPUS") or ROOT.parent / "shared" / "corpus")
+REPLAY_START_S = 10  # a replay child's allowance for starting Python and importing the readers
 MAX_SEED_BYTES = 1 << 20  # larger seeds make each mutation slow; the small files cover the same code
 
 
@@ -308,11 +309,13 @@ def replay(target: Target, files: list[str], args) -> list[dict]:
             try:
                 proc = subprocess.run([sys.executable, str(Path(__file__).resolve())],
                                       env={**env, "RNNX_FUZZ_INPUT": str(Path(f).resolve())},
-                                      capture_output=True, text=True, timeout=args.input_timeout + 30)
+                                      capture_output=True, text=True, timeout=args.input_timeout + REPLAY_START_S)
                 ok = proc.returncode == 0
                 out = (proc.stdout + proc.stderr).strip()
+                if proc.returncode < 0:
+                    out += f"\noutcome: died by signal {-proc.returncode}"
             except subprocess.TimeoutExpired:
-                ok, out = False, f"outcome: still running after {args.input_timeout + 30} s"
+                ok, out = False, f"outcome: still running after {args.input_timeout + REPLAY_START_S} s"
             results.append({"file": f, "ok": ok, "output": out[-2000:]})
     return results
 
@@ -335,7 +338,8 @@ def main(argv: list[str]) -> int:
         for name in names:
             t = TARGETS[name]
             state = "" if available(t) else f" (not in this tree: {t.requires})"
-            print(f"{name}: {t.suffix}, {len(seed_files(t))} seed files{state}")
+            made = f" + made by {t.make_seeds}()" if t.make_seeds else ""
+            print(f"{name}: {t.suffix}, {len(seed_files(t))} seed files{made}{state}")
         return 0
     if args.replay:
         if len(names) != 1:
