@@ -2,8 +2,8 @@
 
 A damaged HDF5 file can leave libhdf5 looping inside one C call: no Python signal handler or
 thread runs until it returns, so a deadline must be kept from outside the process doing the work.
-`call` runs the work in a child process (forked where the platform can) and waits for it at most
-`timeout` seconds; past that it kills the child, removes the temporary files the child's
+`call` runs the work in a child process and waits for it at most `timeout` seconds (wall clock, from
+the start); past that it kills the child, removes the temporary files the child's
 `rnnx.io.atomic_output` left beside the outputs, and raises DeadlineError. The same child also
 keeps a native crash (libhdf5 dereferencing a damaged pointer) from taking the caller with it.
 """
@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 import traceback
 from pathlib import Path
 
 from .errors import DeadlineError, RnnxError, UsageError
 
+# fork: the child starts at once and inherits the caller's state (the CLI forks before importing any
+# framework). Elsewhere fork is unsafe (macOS) or missing (Windows): spawn, which imports rnnx afresh.
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 GRACE_AFTER_RESULT_S = 10  # a child that has sent its result but not exited (atexit work) is then killed
 
 
@@ -38,7 +42,7 @@ def call(func, *args, timeout: float, subject: str, outputs=(), **kwargs):
 
     `subject` names the work in the error ("reading model.h5"); `outputs` are the files the work
     writes, whose temporary files are removed when the deadline passes."""
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context = multiprocessing.get_context(START_METHOD)
     receiver, sender = context.Pipe(duplex=False)
     outputs = [Path(p) for p in outputs]
     before = {p: _state(p) for p in outputs}
