@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "scripts" / "fuzz.py"
 REGRESSIONS = Path(__file__).parent / "fuzz_regressions"
 RUNS = 300  # per target; at 30-300 inputs/s on a shared 2-core machine this is 5-20 s each
-FIXED_SEED_TARGETS = ("keras3-weights", "keras3-archive", "onnx", "torch", "safetensors", "rnnx")
+FIXED_SEED_TARGETS = ("keras2-config", "keras3-weights", "keras3-archive", "keras3-config", "onnx", "torch", "safetensors", "rnnx")
 
 
 def fuzz(*args, timeout=300):
