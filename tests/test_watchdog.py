@@ -161,3 +161,14 @@ def test_api_convert_past_its_deadline_leaves_nothing(fixtures, tmp_path, monkey
     with pytest.raises(rnnx.DeadlineError, match="nothing was written"):
         rnnx.convert(fixtures / "keras2" / "cudnn_stack_full.h5", dst, timeout=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_inspect_child_imports_no_framework(corpus):
+    """inspect now reads in a child process, so a probe of the parent's sys.modules would prove nothing:
+    -X importtime logs the imports of both processes (the forked child keeps the flag)."""
+    src = corpus / "keras2" / "stockprice_cudnnlstm4_full.h5"
+    proc, _ = run(["-X", "importtime", "-m", "rnnx", "inspect", src])
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
+    assert {"h5py", "rnnx"} <= imported  # the log does hold the reader's imports
+    assert not imported & {"torch", "tensorflow", "tf_keras", "keras", "jax"}
