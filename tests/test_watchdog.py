@@ -107,11 +107,19 @@ def test_timeout_1_on_a_conversion_that_is_only_slow(fixtures, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_fuzzed_files_that_hang_or_crash_libhdf5_end_with_exit_2(tmp_path):
-    proc, elapsed = run(["-m", "rnnx", "inspect", HANG, "--timeout", "3"])
+@pytest.mark.parametrize("path", sorted(REGRESSIONS.parent.glob("*/libhdf5_*")), ids=lambda p: p.name)
+def test_fuzzed_files_that_hang_or_crash_libhdf5_end_with_exit_2(path):
+    proc, elapsed = run(["-m", "rnnx", "inspect", path, "--timeout", "3"])
     assert proc.returncode == 2 and elapsed < 30, proc.stderr
-    assert f"reading {HANG} did not finish within 3 s" in one_sentence(proc.stderr)
-    proc, _ = run(["-m", "rnnx", "inspect", SEGFAULT])  # inspect's default deadline puts it in a child too
+    message = one_sentence(proc.stderr)
+    if "_hang_" in path.name:
+        assert f"reading {path} did not finish within 3 s" in message
+    else:
+        assert f"reading {path} crashed in native code (signal SIGSEGV)" in message
+
+
+def test_inspect_puts_the_read_in_a_child_by_default():
+    proc, _ = run(["-m", "rnnx", "inspect", SEGFAULT])  # no --timeout: inspect's default deadline
     assert proc.returncode == 2, proc.stderr
     assert "crashed in native code (signal SIGSEGV)" in one_sentence(proc.stderr)
 
