@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from .api import ConvertResult, convert, inspect, load, save, verify  # noqa: E402
 from .canonical import Activation, Bundle, Direction, OpaqueLayer, RecurrentLayer  # noqa: E402
-from .errors import FormatError, RnnxError, UnsupportedError, UsageError, VerificationError  # noqa: E402
+from .errors import DeadlineError, FormatError, RnnxError, UnsupportedError, UsageError, VerificationError  # noqa: E402
 
 __all__ = [
     # functions
@@ -19,6 +19,6 @@ __all__ = [
     # canonical form
     "Bundle", "RecurrentLayer", "OpaqueLayer", "Direction", "Activation",
     # errors
-    "RnnxError", "FormatError", "UnsupportedError", "UsageError", "VerificationError",
+    "RnnxError", "FormatError", "UnsupportedError", "UsageError", "VerificationError", "DeadlineError",
     "__version__",
 ]

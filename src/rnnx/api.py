@@ -10,11 +10,16 @@ from .canonical import Bundle
 from .errors import UsageError
 
 
-def load(path, **options) -> Bundle:
+def load(path, timeout: float | None = None, **options) -> Bundle:
     """Read any supported file into a canonical Bundle (options: config=PATH for an architecture JSON;
     forget_bias=F for TF1 checkpoints; shapes_only=True lets readers that can (TensorFlow files) skip
-    tensor data, giving placeholder weights of the stored shapes, as `inspect` needs)."""
+    tensor data, giving placeholder weights of the stored shapes, as `inspect` needs).
+
+    timeout=SECONDS reads in a child process and raises DeadlineError past it (also while native code
+    such as libhdf5 holds the GIL); the same holds for every function below."""
     path = Path(path)
+    if _deadline(timeout):
+        return _watched(load, path, timeout=timeout, subject=f"reading {path}", **options)
     fmt = formats.for_reading(path)
     if options.get("config") is not None and fmt.name not in ("keras-h5", "keras3-weights", "tf-checkpoint"):
         raise UsageError(f"--config gives a Keras weights file its architecture; {path} is read as {fmt.name}, "
@@ -51,7 +56,8 @@ class ConvertResult:
 
 def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
             verify: bool = False, raise_on_failure: bool = True, precision: str | None = None,
-            tolerance: float | None = None, forget_bias: float | None = None, **options) -> ConvertResult:
+            tolerance: float | None = None, forget_bias: float | None = None, timeout: float | None = None,
+            **options) -> ConvertResult:
     """Read `src`, write `dst`; with verify=True also prove it numerically.
 
     precision="int8" / "float16" (ONNX targets) writes that deployment variant of the float32 export
@@ -62,6 +68,11 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     from .io import same_file
 
     src, dst = Path(src), Path(dst)
+    if _deadline(timeout):
+        return _watched(convert, src, dst, to=to, layer=layer, config=config, verify=verify,
+                        raise_on_failure=raise_on_failure, precision=precision, tolerance=tolerance,
+                        forget_bias=forget_bias, timeout=timeout, outputs=[dst],
+                        subject=f"converting {src} to {dst}", **options)
     if same_file(src, dst):
         raise UsageError(f"The destination {dst} is the source file; choose another path so the source is kept.")
     fmt = formats.for_writing(dst, to)
@@ -104,18 +115,26 @@ def _convert_reduced(bundle, dst: Path, target: str, precision: str, verify: boo
     return result
 
 
-def inspect(path, **options) -> dict:
+def inspect(path, timeout: float | None = None, **options) -> dict:
     """A JSON-ready description of a file (schemas/inspect.schema.json)."""
     from .report import describe
 
     path = Path(path)
+    if _deadline(timeout):
+        return _watched(inspect, path, timeout=timeout, subject=f"reading {path}", **options)
     return describe(load(path, shapes_only=True, **options))  # readers that can skip tensor data do
 
 
 def verify(src, dst, to: str | None = None, layer: str | None = None, tolerance: float | None = None,
-           config=None, raise_on_failure: bool = False, forget_bias: float | None = None) -> dict:
+           config=None, raise_on_failure: bool = False, forget_bias: float | None = None,
+           timeout: float | None = None) -> dict:
     """Compare every recurrent layer of `src` (numpy reference) with `dst` run in its own runtime."""
     from .verification import verify_bundle
+
+    if _deadline(timeout):
+        return _watched(verify, src, dst, to=to, layer=layer, tolerance=tolerance, config=config,
+                        raise_on_failure=raise_on_failure, forget_bias=forget_bias, timeout=timeout,
+                        subject=f"verifying {dst} against {src}")
 
     bundle = load(src, config=config, forget_bias=forget_bias)
     record = _deploy_record(Path(dst), to)
@@ -139,3 +158,14 @@ def _deploy_record(dst: Path, to: str | None) -> dict | None:
     from .deploy import deploy_metadata
 
     return deploy_metadata(dst)
+def _deadline(timeout) -> bool:
+    from .watchdog import checked_timeout
+
+    return checked_timeout(timeout) is not None
+
+
+def _watched(func, *args, timeout, subject: str, outputs=(), **kwargs):
+    """func(*args, **kwargs) without a timeout, run by the watchdog under one."""
+    from .watchdog import call
+
+    return call(func, *args, timeout=float(timeout), subject=subject, outputs=outputs, **kwargs)

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON (schemas/inspect.schema.json)")
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
     s.add_argument("--forget-bias", type=float, metavar="F", help=FORGET_BIAS_HELP)
+    _timeout_option(s, INSPECT_TIMEOUT_S)
 
     s = sub.add_parser("convert", help="convert SRC into DST",
                        description="Read SRC, write DST in the format its suffix names (or --to). DST is "
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, metavar="X",
                    help="with --verify: max absolute error, used exactly (defaults: int8 5e-2, float16 1e-2 from the "
                    "float32 export; else as for rnnx verify)")
+    _timeout_option(s, None)
 
     s = sub.add_parser("verify", help="prove DST computes what SRC computes",
                        description="Run every recurrent layer of SRC through rnnx's numpy reference and DST in "
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", metavar="JSON", help="architecture from model.to_json(), for weights-only files")
     s.add_argument("--forget-bias", type=float, metavar="F", help=FORGET_BIAS_HELP)
     s.add_argument("--json", action="store_true", help="print JSON (schemas/verify.schema.json)")
+    _timeout_option(s, None)
 
     s = sub.add_parser("bench", help="onnxruntime latency and size of an ONNX model",
                        description="Run MODEL in onnxruntime (CPU) on random inputs of its shape: median latency of "
@@ -106,11 +109,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+INSPECT_TIMEOUT_S = 60  # far above what inspect takes on large files (0.6 s for 17 MB), short for a stuck server
+
+
+def _timeout_option(parser, default) -> None:
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", default=default,
+                        help="stop with exit 2 when the work takes longer, also while libhdf5 or other native code "
+                        "is stuck; no partial file is left (default: " + (f"{default:g} s" if default else "none") +
+                        "; 0: none)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         build_parser().print_help()
         return 2
+    from .watchdog import checked_timeout
+
+    try:
+        timeout = checked_timeout(getattr(args, "timeout", None))
+    except UsageError as exc:
+        _print_error(exc, args)
+        return 2
+    if timeout:
+        return _watched(args, timeout)
+    return _run(args)
+
+
+def _watched(args, timeout: float) -> int:
+    """The command run by the watchdog: past `timeout` seconds it is stopped, with exit 2."""
+    from pathlib import Path
+
+    from .watchdog import call
+
+    try:
+        if args.command == "inspect":
+            return call(_run, args, timeout=timeout, subject=f"reading {args.path}")
+        outputs = [Path(args.dst)] if args.command == "convert" else []
+        subject = (f"converting {args.src} to {args.dst}" if args.command == "convert"
+                   else f"verifying {args.dst} against {args.src}")
+        return call(_run, args, timeout=timeout, subject=subject, outputs=outputs)
+    except RnnxError as exc:  # the deadline passed, or the child died in native code
+        _print_error(exc, args)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args) -> int:
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below

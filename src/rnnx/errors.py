@@ -23,3 +23,7 @@ class UsageError(RnnxError):
 
 class VerificationError(RnnxError):
     """A converted file does not compute what its source computes (the CLI exits 1)."""
+
+
+class DeadlineError(RnnxError):
+    """The work ran past its deadline (--timeout, timeout=) and was stopped; no partial file is left."""

@@ -113,6 +113,8 @@ def read_members(path: Path, wanted=(CONFIG, METADATA, WEIGHTS)) -> dict[str, by
         raise FormatError(f"{path} is not a readable zip archive ({exc}).") from None
     except (zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
         raise FormatError(f"{path}: a member cannot be read ({exc}).") from None
+    except OSError as exc:  # a damaged directory entry puts a member's header before the file's start
+        raise FormatError(f"{path}: a member cannot be read ({exc.strerror or exc}); the archive is damaged.") from None
 
 
 def _safe_name(name: str, path: Path) -> str:
