@@ -109,3 +109,19 @@ def test_dinornn_checkpoint_matches_tensorflow(corpus, tmp_path, cli):
     expected = keras_predict(model, tokens.astype(np.float32))
     assert max_error(run_onnx(tmp_path / "model.onnx", tokens), expected) <= TOLERANCE
     tf_keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", SAVEDMODELS)
+def test_savedmodel_to_pytorch_model_matches_tensorflow(name, corpus, tmp_path):
+    """A SavedModel is a whole model for the PyTorch target too (issue 13: '... and SavedModels once
+    those are read'): the generated module with its state dict computes what TensorFlow computes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "graph"))
+    from torch_helpers import import_model, run_torch
+
+    folder = corpus / "tensorflow" / name
+    _, features = SAVEDMODELS[name]
+    x = np.random.default_rng(2).normal(0, 1, (3, 5 if name.startswith("iteam1") else 1, features)).astype(np.float32)
+    expected = keras_predict(tf_savedmodel(folder), x)
+    rnnx.convert(folder, tmp_path / "model.py", to="torch-model")
+    (got,) = run_torch(import_model(tmp_path / "model.py"), [x])
+    assert max_error(got, expected) <= TOLERANCE
