@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write Keras 2 hard_sigmoid layers to Keras 3 anyway and report the deviation")
     s.add_argument("--cudnn", action="store_true",
                    help="Keras 2 HDF5 target: write CuDNNLSTM / CuDNNGRU layers (to resume training on a GPU)")
+    s.add_argument("--external-data", action="store_true",
+                   help="ONNX target: keep the weights in DST.data beside DST (ONNX external data; automatic "
+                   "when the model is over protobuf's 2 GiB)")
     s.add_argument("--engine", choices=("native", "tf2onnx"), default="native",
                    help="whole Keras model to ONNX: rnnx's own graph builder (default) or tf_keras + tf2onnx "
                    "(needs the tf extra)")
@@ -129,6 +132,7 @@ def _inspect(args) -> int:
 # convert's options that only one kind of target understands: given for another, they would do nothing.
 TARGET_OPTIONS = {"opset": ("--opset", ("onnx",)), "time_major": ("--time-major", ("onnx",)),
                   "engine": ("--engine", ("onnx",)), "cudnn": ("--cudnn", ("keras-h5",)),
+                  "external_data": ("--external-data", ("onnx",)),
                   "accept_activation_change": ("--accept-activation-change", ("keras", "keras3-weights"))}
 
 
@@ -140,7 +144,8 @@ def _convert(args) -> int:
 
     options = {k: v for k, v in (("opset", args.opset), ("time_major", args.time_major),
                                  ("accept_activation_change", args.accept_activation_change),
-                                 ("cudnn", args.cudnn), ("engine", args.engine)) if v is not None and v is not False}
+                                 ("cudnn", args.cudnn), ("engine", args.engine),
+                                 ("external_data", args.external_data)) if v is not None and v is not False}
     target = formats.for_writing(Path(args.dst), args.to).name
     for key in options:
         flag, targets = TARGET_OPTIONS[key]

@@ -42,13 +42,12 @@ from onnx import TensorProto, helper, numpy_helper
 from ... import __version__
 from ...canonical import Bundle, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
-from ...io import atomic_output
+from . import external as external_weights
 from . import nodes as onnx_nodes
 from .. import unheld_call_options
 from .nodes import DEFAULT_OPSET, MIN_OPSET_OPTIONAL_STATES, OP_TYPE
 
 RECURRENT_OPS = tuple(OP_TYPE.values())
-_MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one serialized model
 
 
 # ======================================================================================
@@ -325,7 +324,10 @@ def _layer_of(found: FoundNode, base: Path) -> RecurrentLayer:
 # Writing
 # ======================================================================================
 def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | None = None,
-          time_major: bool = False, **options) -> list[str]:
+          time_major: bool = False, external_data: bool | None = None,
+          external_data_limit: int = external_weights.PROTOBUF_LIMIT, **options) -> list[str]:
+    """external_data: None = only when the model is over `external_data_limit` bytes (protobuf's 2 GiB),
+    True = always (model.onnx plus model.onnx.data beside it), False = never."""
     opset = onnx_nodes.check_opset(DEFAULT_OPSET if opset is None else opset)
     notes: list[str] = []
     if layer is None and bundle.source.get("has_architecture"):
@@ -337,7 +339,9 @@ def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | Non
             notes.append("this rnnx has no whole-model exporter yet, so each recurrent layer was written as "
                          "its own node with its own inputs and outputs")
         else:
-            return list(export_model(bundle, Path(path), opset=opset, time_major=time_major, **options) or [])
+            return list(export_model(bundle, Path(path), opset=opset, time_major=time_major,
+                                     external_data=external_data, external_data_limit=external_data_limit,
+                                     **options) or [])
     if options.get("engine") == "tf2onnx":
         why = "--layer asks for one layer" if layer is not None else "it holds no model architecture"
         source = bundle.source.get("path", "the source")
@@ -347,24 +351,17 @@ def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | Non
         bundle = bundle.only(layer)
     if not bundle.layers:
         raise UsageError(f"{bundle.source.get('path', 'The source')} holds no recurrent layer to write to ONNX.")
-    model, more = build_layers_model(bundle, opset=opset, time_major=time_major, plain_names=layer is not None)
-    save_model(model, path)
+    for each in bundle.layers:
+        onnx_nodes.check_expressible(each)  # refused before any tensor is read
+
+    def build(store):
+        return build_layers_model(bundle, opset=opset, time_major=time_major, plain_names=layer is not None,
+                                  store=store)
+
+    more = external_weights.write_model(Path(path), build, external=external_data, limit=external_data_limit)
     unheld = unheld_call_options(bundle.layers, "a per-layer ONNX model", "its Y holds the two directions "
                                  "concatenated, so merge them as the source did", backwards_kept=True)
     return notes + more + unheld
-
-
-def save_model(model: onnx.ModelProto, path: Path) -> None:
-    """Check `model` in full and write it atomically."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:  # a bug in rnnx, never the user's doing: say which check failed
-        raise RuntimeError(f"rnnx built an ONNX model that fails onnx.checker: {exc}") from exc
-    if model.ByteSize() > _MAX_PROTO_BYTES:
-        raise UnsupportedError(f"The ONNX model for {path} would exceed protobuf's 2 GB limit; "
-                               f"write fewer layers at a time with --layer.")
-    with atomic_output(Path(path)) as tmp:
-        onnx.save_model(model, str(tmp))
 
 
 def stacks(layers: list[RecurrentLayer]) -> list[list[RecurrentLayer]]:
@@ -402,8 +399,10 @@ def _chainable(unit: list[RecurrentLayer]) -> bool:
 
 
 def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: bool = False,
-                       plain_names: bool = False) -> tuple[onnx.ModelProto, list[str]]:
-    """The per-layer model (see the module docstring) and notes for the user."""
+                       plain_names: bool = False, store: external_weights.WeightStore | None = None
+                       ) -> tuple[onnx.ModelProto, list[str]]:
+    """The per-layer model (see the module docstring) and notes for the user. With a `store`, each
+    layer's large initializers go to it as soon as the layer is emitted (the model refers to them)."""
     for layer in bundle.layers:
         onnx_nodes.check_expressible(layer)
     units = stacks(bundle.layers)
@@ -424,7 +423,7 @@ def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: b
         io = _io_names(unit_name, plain_names and len(units) == 1)
         part = _emit_unit(unit, io, opset, time_major, with_states)
         nodes += part["nodes"]
-        inits += part["initializers"]
+        inits += [store.keep(t) for t in part["initializers"]] if store is not None else part["initializers"]
         inputs += part["inputs"]
         outputs += part["outputs"]
         described.append({"unit": unit_name, "layers": [l.name for l in unit], "nodes": [l.name for l in unit],
