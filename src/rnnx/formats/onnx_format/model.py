@@ -421,7 +421,7 @@ def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: b
     for unit in units:
         unit_name = (unit[0].provenance["module"] or "rnn") if len(unit) > 1 else unit[0].name
         io = _io_names(unit_name, plain_names and len(units) == 1)
-        part = _emit_unit(unit, io, opset, time_major, with_states)
+        part = _emit_unit(unit, io, opset, time_major, with_states, store.tensor if store is not None else None)
         nodes += part["nodes"]
         inits += [store.keep(t) for t in part["initializers"]] if store is not None else part["initializers"]
         inputs += part["inputs"]
@@ -456,8 +456,10 @@ def _runs_backwards(layer: RecurrentLayer) -> bool:
     return layer.num_directions == 1 and bool(layer.options.get("go_backwards"))
 
 
-def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: bool, with_states: bool) -> dict:
-    """A chain of one or more layers with its graph inputs and outputs."""
+def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: bool, with_states: bool,
+               tensor=None) -> dict:
+    """A chain of one or more layers with its graph inputs and outputs (`tensor` makes the weight
+    initializers, see onnx_nodes.emit_layer)."""
     first, last = unit[0], unit[-1]
     elem = onnx_nodes.onnx_dtype(first.dtype)
     D, L, is_lstm = first.num_directions, len(unit), first.cell == "lstm"
@@ -498,7 +500,7 @@ def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: boo
         names = (f"{prefix}_Y", io["Y_h"] if single else f"{prefix}_Y_h", io["Y_c"] if single else f"{prefix}_Y_c")
         emitted = onnx_nodes.emit_layer(layer, x, prefix, opset, initial_h=per_layer.get("initial_h"),
                                         initial_c=per_layer.get("initial_c"), batch_first=(k == 0 and not time_major),
-                                        outputs=names, reverse=_runs_backwards(layer))
+                                        outputs=names, reverse=_runs_backwards(layer), tensor=tensor)
         nodes += emitted.nodes
         inits += emitted.initializers
         finals_h.append(emitted.Y_h)
