@@ -82,11 +82,11 @@ def _natural_order(state: dict) -> dict:
 
 
 def write(bundle: Bundle, path: Path, **_options) -> list[str]:
-    from safetensors.numpy import save_file
+    from ..safetensors_stream import save_file
 
     state, notes = torch_layout.to_state_dict(bundle)
     with atomic_output(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+        save_file(state, tmp, metadata={"format": "pt"})  # tensor by tensor
     return notes
 
 
