@@ -54,9 +54,9 @@ WRITERS = [
     ("out.h5", "rnnx.formats.keras2.h5:_write_plan"),
     ("out.weights.h5", "rnnx.formats.keras3.layout:write_tree"),
     ("out.onnx", "rnnx.formats.onnx_format.external:_stream_inline"),
-    ("out.pt", "torch:save"),
-    ("out.safetensors", "safetensors.numpy:save_file"),
-    ("out.rnnx", "safetensors.numpy:save_file"),
+    ("out.pt", "rnnx.formats.torch_format.zip_writer:save_state_dict"),
+    ("out.safetensors", "rnnx.formats.safetensors_stream:save_file"),
+    ("out.rnnx", "rnnx.formats.safetensors_stream:save_file"),
     ("out.py", "pathlib:Path.write_text"),
 ]
 

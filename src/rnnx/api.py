@@ -42,12 +42,24 @@ class ConvertResult:
 
 
 def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
-            verify: bool = False, raise_on_failure: bool = True, **options) -> ConvertResult:
+            verify: bool = False, raise_on_failure: bool = True, progress=None, **options) -> ConvertResult:
     """Read `src`, write `dst`; with verify=True also prove it numerically.
 
     A failed verification raises VerificationError, or with raise_on_failure=False is left in
-    result.verification["ok"] (the file stays written either way, for inspection)."""
+    result.verification["ok"] (the file stays written either way, for inspection). `progress`:
+    a callable that gets rnnx.progress.Event's (bytes of tensor data read and written)."""
+    from .progress import done, reporting
+
+    with reporting(progress):
+        result = _convert(src, dst, to, layer, config, verify, raise_on_failure, **options)
+        done()
+    return result
+
+
+def _convert(src, dst, to, layer, config, verify, raise_on_failure, **options) -> ConvertResult:
     from .io import same_file
+    from .lazy import lazy_bytes
+    from .progress import start
 
     src, dst = Path(src), Path(dst)
     if same_file(src, dst):
@@ -62,6 +74,7 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
         from .verification import nothing_to_verify
 
         raise UsageError(nothing_to_verify(bundle) + " Convert without --verify.")  # refused before writing
+    start(lazy_bytes(bundle))
     notes = save(bundle, dst, to=fmt.name, layer=layer, **options)
     result = ConvertResult(bundle, fmt.name, list(notes))
     if verify:

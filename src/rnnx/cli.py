@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--external-data", action="store_true",
                    help="ONNX target: keep the weights in DST.data beside DST (ONNX external data; automatic "
                    "when the model is over protobuf's 2 GiB)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (one is shown on a terminal for "
+                   "conversions that take over a second)")
     s.add_argument("--engine", choices=("native", "tf2onnx"), default="native",
                    help="whole Keras model to ONNX: rnnx's own graph builder (default) or tf_keras + tf2onnx "
                    "(needs the tf extra)")
@@ -152,8 +154,17 @@ def _convert(args) -> int:
         if target not in targets and not (key == "engine" and options[key] == "native"):
             raise UsageError(f"{flag} applies only to {' and '.join(targets)} targets; {args.dst} would be written "
                              f"as {target}. Leave {flag} out or choose another destination.")
-    result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
-                     verify=args.verify, raise_on_failure=False, **options)
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from .progress import TerminalBar
+
+        bar = TerminalBar(sys.stderr)
+    try:
+        result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
+                         verify=args.verify, raise_on_failure=False, progress=bar, **options)
+    finally:
+        if bar is not None:
+            bar.close()
     n = len(result.bundle.layers)
     print(f"wrote {args.dst} ({result.target_format}): {n} recurrent layer{'s' * (n != 1)}")
     for note in result.notes:

@@ -18,18 +18,17 @@ from typing import Callable
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-# Counted by tests (and nothing else): how many lazy arrays were materialised, by source label.
-READS: list[str] = []
-
+from . import progress
 
 class LazyArray(NDArrayOperatorsMixin):
-    __slots__ = ("shape", "dtype", "_load", "source", "_last")
+    __slots__ = ("shape", "dtype", "_load", "source", "_last", "_reads_file")
 
-    def __init__(self, shape, dtype, load: Callable[[], np.ndarray], source: str = ""):
+    def __init__(self, shape, dtype, load: Callable[[], np.ndarray], source: str = "", reads_file: bool = True):
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
         self._load = load
         self.source = source
+        self._reads_file = reads_file  # False for values computed from other lazy arrays (progress counts reads)
         self._last = None  # a weak reference to the values last read, while someone still holds them
 
     # --- what is known without reading ---------------------------------------------
@@ -64,12 +63,13 @@ class LazyArray(NDArrayOperatorsMixin):
         held = self._last() if self._last is not None else None
         if held is not None:
             return held
-        READS.append(self.source)
         array = np.asarray(self._load())
         if array.shape != self.shape or array.dtype != self.dtype:
             raise ValueError(f"{self.source or 'a lazy array'} read as {array.shape} {array.dtype}, its header "
                              f"said {self.shape} {self.dtype}")
         self._last = weakref.ref(array)
+        if self._reads_file:
+            progress.read(array.nbytes, self.source)
         return array
 
     def __array__(self, dtype=None, copy=None):
@@ -124,11 +124,19 @@ def derived(sources, shape, dtype, compute: Callable[..., np.ndarray], label: st
     lazy = [s for s in items if isinstance(s, LazyArray)]
     if not lazy:
         return compute(*items)
-    return LazyArray(shape, dtype, lambda: compute(*materialised(items)), label or lazy[0].source)
+    return LazyArray(shape, dtype, lambda: compute(*materialised(items)), label or lazy[0].source, reads_file=False)
 
 
 def is_lazy(value) -> bool:
     return isinstance(value, LazyArray)
 
 
-__all__ = ["LazyArray", "derived", "materialised", "is_lazy"]
+def lazy_bytes(bundle) -> int:
+    """Bytes of the bundle's tensors still to be read (its lazy arrays)."""
+    arrays = [a for item in bundle.items for a in
+              ([t for d in item.directions for t in d.tensors().values()] if hasattr(item, "directions")
+               else [w for _, w in item.weights])]
+    return sum(a.nbytes for a in arrays if isinstance(a, LazyArray))
+
+
+__all__ = ["LazyArray", "derived", "materialised", "is_lazy", "lazy_bytes"]

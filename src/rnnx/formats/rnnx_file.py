@@ -63,6 +63,8 @@ def write(bundle: Bundle, path: Path, **_options) -> list[str]:
 def read(path: Path, **_options) -> Bundle:
     from safetensors import safe_open
 
+    from .safetensors_stream import lazy_tensor
+
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
@@ -70,7 +72,8 @@ def read(path: Path, **_options) -> Bundle:
                 raise FormatError(f"{path} is a safetensors file without an rnnx manifest; "
                                   f"name it .safetensors to read it as a PyTorch state dict.")
             manifest = json.loads(meta[MANIFEST_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: lazy_tensor(f, path, k) for k in f.keys()}  # read when used
+            tensors.update({k: f.get_tensor(k) for k, v in tensors.items() if v is None})
     except FormatError:
         raise
     except Exception as exc:  # safetensors raises its own untyped errors on broken headers

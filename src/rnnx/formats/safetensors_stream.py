@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress
+
 ALIGNMENT = 8  # the header is padded with spaces to a multiple of 8 bytes
 
 
@@ -44,4 +46,29 @@ def save_file(tensors: dict, path: Path, metadata: dict[str, str] | None = None)
             array = tensors[name]
             data = np.ascontiguousarray(np.asarray(array), dtype=np.dtype(array.dtype).newbyteorder("<"))
             out.write(memoryview(data).cast("B") if data.size else b"")
+            progress.wrote(data.nbytes, name)
             del data
+
+
+NUMPY_OF = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "U64": np.uint64,
+            "I32": np.int32, "U32": np.uint32, "I16": np.int16, "U16": np.uint16, "I8": np.int8, "U8": np.uint8,
+            "BOOL": np.bool_}
+
+
+def lazy_tensor(handle, path: Path, key: str):
+    """Tensor `key` of the open safetensors file `handle` (safe_open) as a LazyArray read by reopening
+    `path`: the header gives its shape and dtype; None for dtypes numpy lacks (the caller decides)."""
+    from ..lazy import LazyArray
+
+    info = handle.get_slice(key)
+    dtype = NUMPY_OF.get(info.get_dtype())
+    if dtype is None:
+        return None
+
+    def load():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            return f.get_tensor(key)
+
+    return LazyArray(info.get_shape(), dtype, load, f"{Path(path).name}:{key}")

@@ -62,6 +62,7 @@ import numpy as np
 from ...canonical import Bundle, OpaqueLayer, RecurrentLayer
 from ...canonical.activations import SIGMOID, TANH, Activation, from_keras, to_keras
 from ...errors import FormatError, UnsupportedError
+from ... import progress
 from ...io import atomic_output
 from ...lazy import LazyArray
 from . import config as kc
@@ -693,7 +694,10 @@ def _write_plan(plan: _Plan, tmp: Path) -> None:
             weights = plan.groups[g]
             _save_list_attr(group, "weight_names", [n for n, _ in weights])
             for wname, array in weights:
-                group.create_dataset(wname, data=np.asarray(array))  # lazy arrays are read one at a time
+                data = np.asarray(array)  # lazy arrays are read one at a time
+                group.create_dataset(wname, data=data)
+                progress.wrote(data.nbytes, wname)
+                del data
             if g in plan.group_attrs:
                 group.attrs[RNNX_ATTR] = json.dumps(plan.group_attrs[g])
 

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ... import progress
 from ...errors import UnsupportedError
 
 INLINE_BYTES = 1024  # smaller tensors (shape constants, scalars) stay in the protobuf, as onnx.save does
@@ -80,6 +81,7 @@ class WeightStore:
         length = len(data)
         self._end = offset + length
         self.spans[name] = (offset, length)
+        progress.wrote(length, name)
         tensor.data_location = TensorProto.EXTERNAL
         for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
             entry = tensor.external_data.add()
@@ -105,12 +107,14 @@ class WeightStore:
         if external and self.spans:
             with open(model_path, "wb") as out:
                 out.write(model.SerializeToString())
+            progress.wrote(0, model_path.name)  # the weights were counted as they went to the data file
             return True
         if inline_size(model, self) > PROTOBUF_LIMIT:
             raise UnsupportedError(f"The ONNX model {model_path.name} would exceed protobuf's 2 GiB limit as one "
                                    f"file; write it with external data (--external-data).")
         with open(self.scratch, "rb") as data, open(model_path, "wb") as out:
             _stream_inline(model, self, data, out)
+        progress.wrote(inline_size(model, self) - sum(n for _, n in self.spans.values()), model_path.name)
         self.scratch.unlink()
         return False
 

@@ -42,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ... import __version__
 from ...canonical import Bundle, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
+from ...lazy import LazyArray
 from . import external as external_weights
 from . import nodes as onnx_nodes
 from .. import unheld_call_options
@@ -297,6 +298,8 @@ def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.
         available = len(proto.float_data) * itemsize
     if available is not None and available != count * itemsize:
         raise FormatError(f"{where} claims shape {dims} but holds {available} bytes, not {count * itemsize}.")
+    if proto.data_location == TensorProto.EXTERNAL:
+        return _external_array(proto, base, dims, where)
     try:
         array = numpy_helper.to_array(proto, base_dir=str(base))
     except Exception as exc:  # onnx raises assorted errors on malformed tensors
@@ -304,6 +307,29 @@ def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.
     if array.shape != tuple(dims):
         raise FormatError(f"{where} claims shape {dims} but holds {array.size} values.")
     return np.ascontiguousarray(array)
+
+
+_NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"),
+             TensorProto.FLOAT16: np.dtype("<f2")}
+
+
+def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str):
+    """A tensor kept in an external data file (already checked to lie inside the model's folder and the
+    file) as a LazyArray reading just its range of that file when used."""
+    info = {e.key: e.value for e in proto.external_data}
+    target = (base / info["location"]).resolve()
+    offset = int(info.get("offset", 0) or 0)
+    dtype = _NUMPY_OF[proto.data_type]
+    count = math.prod(int(d) for d in dims)
+    if count * dtype.itemsize > target.stat().st_size - offset:
+        raise FormatError(f"{where} claims shape {dims}, more than {info['location']} holds.")
+
+    def load():
+        with open(target, "rb") as fh:
+            fh.seek(offset)
+            return np.fromfile(fh, dtype, count).astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+
+    return LazyArray(dims, dtype.newbyteorder("="), load, f"{info['location']}:{proto.name}")
 
 
 def _layer_of(found: FoundNode, base: Path) -> RecurrentLayer:
@@ -576,7 +602,7 @@ def single_node_model(found: FoundNode, base: Path, opset: int | None) -> onnx.M
     if attrs.get("direction") == "reverse":
         attrs["direction"] = "forward"  # the cell is what is verified; its reading order is the caller's
     tensors = {"W": weights.W, "R": weights.R, "B": weights.B, "P": weights.P}
-    inits = [numpy_helper.from_array(a, k) for k, a in tensors.items() if a is not None]
+    inits = [numpy_helper.from_array(np.asarray(a), k) for k, a in tensors.items() if a is not None]
     # X W R B sequence_lens initial_h initial_c P: states and lengths left out
     inputs = ["X", "W", "R", "B" if weights.B is not None else "", "", "", "", "P" if weights.P is not None else ""]
     while inputs[-1] == "":

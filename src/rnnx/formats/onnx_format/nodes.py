@@ -232,16 +232,21 @@ def layer_from_onnx(name: str, op_type: str, W: np.ndarray, R: np.ndarray, B: np
         raise FormatError(f"{where}: W, R, B and P have different element types.")
 
     order, canonical = ONNX_GATES[cell], gates.CANONICAL_ORDER[cell]
-    W_c = gates.reorder(W, order, canonical, axis=1)
-    R_c = gates.reorder(R, order, canonical, axis=1)
-    if B is not None:
-        b_w = gates.reorder(B[:, : G * u], order, canonical, axis=1)
-        b_r = gates.reorder(B[:, G * u:], order, canonical, axis=1)
-    P_c = None if P is None else gates.reorder(P, gates.PEEPHOLE_ONNX, gates.PEEPHOLE_CANONICAL, axis=1)
+
+    def of_direction(T, k, half=None, src=order, dst=canonical):
+        """Direction k of T [D, ...] in canonical gate order (B: its half 0 = Wb or 1 = Rb); lazy if T is."""
+        width = T.shape[1] // 2
+
+        def compute(t):
+            rows = t[k] if half is None else t[k, half * width:(half + 1) * width]
+            return np.array(gates.reorder(rows, src, dst), copy=True)
+
+        return derived(T, T.shape[1:] if half is None else (width,), T.dtype, compute)
+
     directions = [
-        Direction(W=W_c[k].copy(), R=R_c[k].copy(),
-                  b_w=None if B is None else b_w[k].copy(), b_r=None if B is None else b_r[k].copy(),
-                  P=None if P_c is None else P_c[k].copy())
+        Direction(W=of_direction(W, k), R=of_direction(R, k),
+                  b_w=None if B is None else of_direction(B, k, 0), b_r=None if B is None else of_direction(B, k, 1),
+                  P=None if P is None else of_direction(P, k, None, gates.PEEPHOLE_ONNX, gates.PEEPHOLE_CANONICAL))
         for k in range(D)]
     try:
         return RecurrentLayer(

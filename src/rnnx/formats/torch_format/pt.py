@@ -122,11 +122,12 @@ def to_numpy(state: dict, path: Path) -> tuple[dict[str, np.ndarray], list[str]]
 
 
 def write(bundle: Bundle, path: Path, **_options) -> list[str]:
+    """torch.save's zip format, written without torch, one tensor at a time (torch_format/zip_writer.py)."""
+    from .zip_writer import archive_name, save_state_dict
+
     state, notes = torch_layout.to_state_dict(bundle)
-    torch = _torch()
-    tensors = {key: torch.from_numpy(np.array(array, copy=True)) for key, array in state.items()}
     with atomic_output(path) as tmp:
-        torch.save(tensors, str(tmp))
+        save_state_dict(state, tmp, archive_name(path))
     return notes
 
 
