@@ -1,6 +1,7 @@
 """Whole Keras model -> ONNX: `rnnx convert` against the tf_keras + tf2onnx route.
 
     python scripts/bench.py [--repeats 3] [--runs 20] [--write-readme]
+    python scripts/bench.py --large [--dir FOLDER] [--write-readme]     (see scripts/bench_large.py)
 
 Builds two models with tf_keras in a temporary folder (the seed model: Input(50, 64) ->
 CuDNNLSTM(512, return_sequences) -> CuDNNLSTM(512) -> Dropout -> Dense(10) -> softmax; and a
@@ -249,12 +250,12 @@ def _table(rows, repeats: int, runs: int) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
+def write_readme(table: str, block: str = "bench") -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    start, end = "<!-- bench: start -->", "<!-- bench: end -->"
+    start, end = f"<!-- {block}: start -->", f"<!-- {block}: end -->"
     if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} block in the graph section")
+        raise SystemExit(f"README.md has no {start} ... {end} block")
     before, rest = text.split(start, 1)
     _, after = rest.split(end, 1)
     readme.write_text(f"{before}{start}\n{table}\n{end}{after}")
@@ -265,7 +266,19 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="conversions per route (median wall time)")
     parser.add_argument("--runs", type=int, default=40, help="onnxruntime runs per batch size (median)")
     parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--large", action="store_true", help="the 1 GiB and 2.7 GiB Keras files of issue 12: wall "
+                        "time and peak memory of cp and of every conversion (scripts/bench_large.py)")
+    parser.add_argument("--dir", help="with --large: where to build the files (several GB free)")
     args = parser.parse_args(argv)
+    if args.large:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_large import run_large
+
+        table = run_large(args.dir)
+        print(table)
+        if args.write_readme:
+            write_readme(table, "large")
+        return 0
     table = run(args.repeats, args.runs)
     print(table)
     if args.write_readme:

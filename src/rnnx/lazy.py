@@ -21,14 +21,16 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 from . import progress
 
 class LazyArray(NDArrayOperatorsMixin):
-    __slots__ = ("shape", "dtype", "_load", "source", "_last", "_reads_file")
+    __slots__ = ("shape", "dtype", "_load", "source", "_last", "_reads_file", "origin")
 
-    def __init__(self, shape, dtype, load: Callable[[], np.ndarray], source: str = "", reads_file: bool = True):
+    def __init__(self, shape, dtype, load: Callable[[], np.ndarray], source: str = "", reads_file: bool = True,
+                 origin: tuple | None = None):
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
         self._load = load
         self.source = source
         self._reads_file = reads_file  # False for values computed from other lazy arrays (progress counts reads)
+        self.origin = origin  # (layout tag, the lazy array this one is computed from): see `undo`
         self._last = None  # a weak reference to the values last read, while someone still holds them
 
     # --- what is known without reading ---------------------------------------------
@@ -117,14 +119,25 @@ def materialised(value):
     return value
 
 
-def derived(sources, shape, dtype, compute: Callable[..., np.ndarray], label: str = ""):
+def derived(sources, shape, dtype, compute: Callable[..., np.ndarray], label: str = "", layout=None):
     """`compute(*values of sources)` (one source, or a tuple of them; None stays None) as a LazyArray of
-    `shape` and `dtype` when a source is lazy, else computed now."""
+    `shape` and `dtype` when a source is lazy, else computed now. `layout` names the change `compute`
+    makes to a single source, so that a writer making the inverse change can take the source instead
+    (`undo`): no double transposes between files that share a layout."""
     items = sources if isinstance(sources, tuple) else (sources,)
     lazy = [s for s in items if isinstance(s, LazyArray)]
     if not lazy:
         return compute(*items)
-    return LazyArray(shape, dtype, lambda: compute(*materialised(items)), label or lazy[0].source, reads_file=False)
+    origin = (layout, items[0]) if layout is not None and len(items) == 1 else None
+    return LazyArray(shape, dtype, lambda: compute(*materialised(items)), label or lazy[0].source, reads_file=False,
+                     origin=origin)
+
+
+def undo(value, layout):
+    """The lazy array `value` was computed from by the change named `layout`, or None."""
+    if isinstance(value, LazyArray) and value.origin is not None and value.origin[0] == layout:
+        return value.origin[1]
+    return None
 
 
 def is_lazy(value) -> bool:
@@ -139,4 +152,4 @@ def lazy_bytes(bundle) -> int:
     return sum(a.nbytes for a in arrays if isinstance(a, LazyArray))
 
 
-__all__ = ["LazyArray", "derived", "materialised", "is_lazy", "lazy_bytes"]
+__all__ = ["LazyArray", "derived", "undo", "materialised", "is_lazy", "lazy_bytes"]

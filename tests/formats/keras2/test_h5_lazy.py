@@ -105,3 +105,21 @@ def test_a_bundle_outlives_the_reader_and_names_the_file_when_it_is_gone(fixture
     del expected
     with pytest.raises(FormatError, match="model.h5"):
         np.asarray(bundle.layers[0].directions[0].W)
+
+
+@pytest.mark.parametrize("src, options", [("models/k2_layers.h5", {}), ("keras2/cudnn_bidir_weights.h5", {"cudnn": True})])
+def test_a_layout_shared_by_source_and_target_is_copied_not_transposed_twice(fixtures, tmp_path, monkeypatch, src,
+                                                                             options):
+    from rnnx.formats.keras2 import layout
+
+    bundle = rnnx.load(fixtures / src)
+    rnnx.save(_materialised(bundle), tmp_path / "computed.h5", **options)  # through the canonical layout and back
+    calls = []
+    monkeypatch.setattr(layout, "matrix_from_canonical", lambda *a: calls.append(a) or None)
+    rnnx.save(bundle, tmp_path / "copied.h5", **options)
+    assert calls == []
+    with h5py.File(tmp_path / "copied.h5") as a, h5py.File(tmp_path / "computed.h5") as b:
+        names = _weight_datasets(tmp_path / "copied.h5")
+        assert names == _weight_datasets(tmp_path / "computed.h5") and names
+        for key in names:
+            assert np.array_equal(a[key][()], b[key][()]), key

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...canonical import Direction
 from ...canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, fuse, gate_count, reorder
-from ...lazy import derived
+from ...lazy import derived, undo
 
 KERAS_ORDER = {"lstm": LSTM_KERAS, "gru": GRU_KERAS, "rnn": RNN_CANONICAL}
 VARIANTS = ("plain", "gru-2row", "cudnn")
@@ -45,9 +45,11 @@ def to_direction(cell: str, variant: str, kernel: np.ndarray, recurrent_kernel: 
                  bias: np.ndarray | None) -> Direction:
     """Canonical Direction from the arrays one Keras 2 layer (one direction) stores. Lazy inputs
     (rnnx.lazy) give lazy tensors, each computed from its own stored tensor when read."""
-    W = derived(kernel, (kernel.shape[1], kernel.shape[0]), kernel.dtype, lambda k: matrix_to_canonical(cell, variant, k))
+    stored = ("keras2", cell, variant)  # what from_direction undoes without computing anything
+    W = derived(kernel, (kernel.shape[1], kernel.shape[0]), kernel.dtype,
+                lambda k: matrix_to_canonical(cell, variant, k), layout=stored)
     R = derived(recurrent_kernel, (recurrent_kernel.shape[1], recurrent_kernel.shape[0]), recurrent_kernel.dtype,
-                lambda k: matrix_to_canonical(cell, variant, k))
+                lambda k: matrix_to_canonical(cell, variant, k), layout=stored)
     b_w = b_r = None
     if bias is not None:
         nu = kernel.shape[1]
@@ -88,7 +90,10 @@ def from_direction(cell: str, variant: str, d: Direction, use_bias: bool = True)
     """The arrays a Keras 2 layer of `variant` stores for canonical direction `d` (bias omitted
     when use_bias is False; the caller checks that the direction then has no bias). Lazy tensors
     in `d` give lazy arrays, each computed when read."""
-    out = [derived(M, (M.shape[1], M.shape[0]), M.dtype, lambda m: matrix_from_canonical(cell, variant, m))
+    # A matrix read from a Keras 2 layer of the same layout is written back as stored (the two
+    # changes are exact inverses), so it is neither transposed nor permuted twice.
+    out = [undo(M, ("keras2", cell, variant)) or
+           derived(M, (M.shape[1], M.shape[0]), M.dtype, lambda m: matrix_from_canonical(cell, variant, m))
            for M in (d.W, d.R)]
     if not use_bias:
         return out
