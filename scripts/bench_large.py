@@ -24,7 +24,7 @@ import numpy as np
 
 UNITS = INPUTS = 4096
 GATES = 4
-TARGETS = (".h5", ".onnx", ".pt", ".safetensors", ".rnnx", ".keras")
+TARGETS = (".h5", ".onnx", ".pt", ".safetensors", ".rnnx", ".weights.h5", ".keras")
 LARGEST_TENSOR = INPUTS * GATES * UNITS * 4  # bytes of one kernel
 
 MEASURE = """

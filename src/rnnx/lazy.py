@@ -144,6 +144,18 @@ def is_lazy(value) -> bool:
     return isinstance(value, LazyArray)
 
 
+def held(layer):
+    """`layer` (a RecurrentLayer) with its lazy tensors read once, for code that uses them many times
+    (verification runs the reference several times per layer); the same layer when none is lazy."""
+    import dataclasses
+
+    if not any(isinstance(t, LazyArray) for d in layer.directions for t in d.tensors().values()):
+        return layer
+    directions = [dataclasses.replace(d, **{k: np.asarray(v) for k, v in d.tensors().items()})
+                  for d in layer.directions]
+    return dataclasses.replace(layer, directions=directions)
+
+
 def lazy_bytes(bundle) -> int:
     """Bytes of the bundle's tensors still to be read (its lazy arrays)."""
     arrays = [a for item in bundle.items for a in
@@ -152,4 +164,4 @@ def lazy_bytes(bundle) -> int:
     return sum(a.nbytes for a in arrays if isinstance(a, LazyArray))
 
 
-__all__ = ["LazyArray", "derived", "undo", "materialised", "is_lazy", "lazy_bytes"]
+__all__ = ["LazyArray", "derived", "undo", "materialised", "held", "is_lazy", "lazy_bytes"]
