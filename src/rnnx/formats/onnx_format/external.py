@@ -17,6 +17,7 @@ that skeleton (the stored tensors stand in as typed graph inputs), never on the 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,22 @@ def _stream_inline(model: onnx.ModelProto, store: WeightStore, data, out) -> Non
 
 
 def _copy(src, dst, length: int) -> None:
+    """Copy `length` bytes from src's position to dst's, in the kernel where the system can."""
+    if hasattr(os, "copy_file_range"):
+        dst.flush()
+        start, at = src.tell(), dst.tell()
+        done = 0
+        try:
+            while done < length:
+                moved = os.copy_file_range(src.fileno(), dst.fileno(), length - done, start + done, at + done)
+                if moved <= 0:
+                    break
+                done += moved
+        except OSError:
+            done = 0  # a file system that cannot: copy through Python below
+        dst.seek(at + done)
+        src.seek(start + done)
+        length -= done
     while length:
         chunk = src.read(min(length, COPY_CHUNK))
         if not chunk:
