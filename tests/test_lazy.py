@@ -63,3 +63,13 @@ def test_derived_is_lazy_only_when_a_source_is():
     both = derived((_lazy(values, reads), None), (2, 3), np.float32, lambda v, none: v * 2 if none is None else v)
     assert isinstance(lazy_t, LazyArray) and reads == []
     assert np.array_equal(lazy_t, values.T) and np.array_equal(both, values * 2) and len(reads) == 2
+
+
+def test_item_assignment_sticks_as_it_does_in_an_array():
+    reads = []
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    a = _lazy(values, reads)
+    a[0, 0] = np.nan
+    a[1] *= 2
+    del values
+    assert np.isnan(np.asarray(a)[0, 0]) and np.array_equal(np.asarray(a)[1], [6, 8, 10]) and len(reads) == 1

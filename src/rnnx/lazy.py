@@ -5,8 +5,10 @@ A `LazyArray` knows its shape and dtype from the file's header; its values are p
 layout change applied to another lazy array, ...) and not kept once no caller holds them, so
 a writer that goes tensor by tensor holds one tensor at a time. Everything numpy does with an array works on it
 (`np.asarray`, ufuncs and operators, `np.stack` / `np.split` / ..., attributes such as `.T`,
-`.astype`, indexing): each materialises it first. Code that uses one array many times should
-take `np.asarray(x)` once.
+`.astype`, indexing): each materialises it first. Item assignment (`a[0, 0] = np.nan`,
+`a[:4] *= 1.5`) keeps the values from then on, as an array would; a write into the array
+`np.asarray(a)` returned lasts while that array is held. Code that uses one array many times
+should take `np.asarray(x)` once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 from . import progress
 
 class LazyArray(NDArrayOperatorsMixin):
-    __slots__ = ("shape", "dtype", "_load", "source", "_last", "_reads_file", "origin")
+    __slots__ = ("shape", "dtype", "_load", "source", "_last", "_reads_file", "origin", "_written")
 
     def __init__(self, shape, dtype, load: Callable[[], np.ndarray], source: str = "", reads_file: bool = True,
                  origin: tuple | None = None):
@@ -31,6 +33,7 @@ class LazyArray(NDArrayOperatorsMixin):
         self.source = source
         self._reads_file = reads_file  # False for values computed from other lazy arrays (progress counts reads)
         self.origin = origin  # (layout tag, the lazy array this one is computed from): see `undo`
+        self._written = None  # the values, kept from the first item assignment on
         self._last = None  # a weak reference to the values last read, while someone still holds them
 
     # --- what is known without reading ---------------------------------------------
@@ -62,6 +65,8 @@ class LazyArray(NDArrayOperatorsMixin):
     def load(self) -> np.ndarray:
         """The values: the array handed out last if a caller still holds it (as a numpy field would be
         shared), else freshly read. Nothing is kept alive here, so memory follows what callers hold."""
+        if self._written is not None:
+            return self._written
         held = self._last() if self._last is not None else None
         if held is not None:
             return held
@@ -89,6 +94,12 @@ class LazyArray(NDArrayOperatorsMixin):
 
     def __getitem__(self, key):
         return self.load()[key]
+
+    def __setitem__(self, key, value):  # `a[k] = v`, `a[:4] *= 1.5`: from now on the array holds its values
+        values = self.load()
+        values[key] = value
+        self._written = values
+        self.origin = None  # no longer what it was computed from
 
     def __iter__(self):
         return iter(self.load())

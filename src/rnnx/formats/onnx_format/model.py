@@ -571,12 +571,22 @@ def run_layer(path: Path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
     A direction="reverse" node (Keras go_backwards) is run forward: the cell is what is checked.
     """
     path = Path(path)
-    model = load_model(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size, layer.name)
+    if key not in _LAST_NODE:  # verify runs one node on several inputs: build its model and session once
+        _LAST_NODE.clear()
+        model = load_model(path)
+        with _located(path):
+            found = _find_node(model, layer.name)
+            _LAST_NODE[key] = (single_node_model(found, path.resolve().parent, default_opset(model)),
+                               f"node {found.name!r}", {})
+    single, where, session = _LAST_NODE[key]
     with _located(path):
-        found = _find_node(model, layer.name)
-        single = single_node_model(found, path.resolve().parent, default_opset(model))
-        Y = run_single_node(single, np.swapaxes(np.asarray(x), 0, 1), f"node {found.name!r}")
+        Y = run_single_node(single, np.swapaxes(np.asarray(x), 0, 1), where, session)
     return np.transpose(Y, (2, 0, 1, 3))
+
+
+_LAST_NODE: dict = {}  # the one-node model last run, its label and its onnxruntime session (one entry)
 
 
 def _find_node(model: onnx.ModelProto, name: str) -> FoundNode:
@@ -617,13 +627,18 @@ def single_node_model(found: FoundNode, base: Path, opset: int | None) -> onnx.M
     return model
 
 
-def run_single_node(model: onnx.ModelProto, X: np.ndarray, where: str) -> np.ndarray:
+def run_single_node(model: onnx.ModelProto, X: np.ndarray, where: str, cache: dict | None = None) -> np.ndarray:
+    """Y of the one-node `model` on X; `cache` (a dict) keeps its session for the next call."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = (cache or {}).get("session")
+        if session is None:
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            if cache is not None:
+                cache["session"] = session
         elem = session.get_inputs()[0].type
         dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                  "tensor(float16)": np.float16}.get(elem, np.float32)
