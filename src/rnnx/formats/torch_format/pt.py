@@ -6,8 +6,9 @@ and a restricted unpickler; legacy files (pickle streams) only with
 arbitrary pickle code (a whole pickled model, a custom class) is refused and nothing from it
 runs. Nested checkpoints (`{'epoch', 'model', 'optimizer'}`,
 Lightning's `{'state_dict': ...}`) are searched for the dict holding the recurrent weights;
-see layout.py for how keys become layers. torch is imported only here, lazily, to
-read legacy files, write .pt files and run layers for verify.
+see layout.py for how keys become layers. .pt files are written in the zip format by
+zip_writer, without torch; torch is imported only here, lazily, to read legacy files and run
+layers for verify.
 """
 
 from __future__ import annotations
