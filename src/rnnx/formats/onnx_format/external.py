@@ -88,6 +88,11 @@ class WeightStore:
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
 
+    @property
+    def model_name(self) -> str:
+        """The model file's final name (what `location` is named after)."""
+        return self.location.removesuffix(".data")
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
@@ -108,14 +113,14 @@ class WeightStore:
         if external and self.spans:
             with open(model_path, "wb") as out:
                 out.write(model.SerializeToString())
-            progress.wrote(0, model_path.name)  # the weights were counted as they went to the data file
+            progress.wrote(0, self.model_name)  # the weights were counted as they went to the data file
             return True
         if inline_size(model, self) > PROTOBUF_LIMIT:
             raise UnsupportedError(f"The ONNX model {model_path.name} would exceed protobuf's 2 GiB limit as one "
                                    f"file; write it with external data (--external-data).")
         with open(self.scratch, "rb") as data, open(model_path, "wb") as out:
             _stream_inline(model, self, data, out)
-        progress.wrote(inline_size(model, self) - sum(n for _, n in self.spans.values()), model_path.name)
+        progress.wrote(inline_size(model, self) - sum(n for _, n in self.spans.values()), self.model_name)
         self.scratch.unlink()
         return False
 
