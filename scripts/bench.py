@@ -2,6 +2,7 @@
 
     python scripts/bench.py [--repeats 3] [--runs 20] [--write-readme]
     python scripts/bench.py --torch [--write-readme]     # PyTorch model export vs hand-written nn.LSTM
+    python scripts/bench.py --large [--dir FOLDER] [--write-readme]     (see scripts/bench_large.py)
 
 Builds two models with tf_keras in a temporary folder (the seed model: Input(50, 64) ->
 CuDNNLSTM(512, return_sequences) -> CuDNNLSTM(512) -> Dropout -> Dense(10) -> softmax; and a
@@ -501,7 +502,19 @@ def main(argv=None) -> int:
     parser.add_argument("--torch", action="store_true",
                         help="instead: the PyTorch model export of the seed fixture against a hand-written "
                         "nn.LSTM model (README section 'PyTorch model')")
+    parser.add_argument("--large", action="store_true", help="the 1 GiB and 2.7 GiB Keras files of issue 12: wall "
+                        "time and peak memory of cp and of every conversion (scripts/bench_large.py)")
+    parser.add_argument("--dir", help="with --large: where to build the files (several GB free)")
     args = parser.parse_args(argv)
+    if args.large:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_large import run_large
+
+        table = run_large(args.dir)
+        print(table)
+        if args.write_readme:
+            write_readme(table, "large")
+        return 0
     if args.torch:
         table = torch_model_run(max(args.runs, 200))
         print(table)

@@ -53,10 +53,10 @@ def _interrupt(monkeypatch, target: str):
 WRITERS = [
     ("out.h5", "rnnx.formats.keras2.h5:_write_plan"),
     ("out.weights.h5", "rnnx.formats.keras3.layout:write_tree"),
-    ("out.onnx", "onnx:save_model"),
-    ("out.pt", "torch:save"),
-    ("out.safetensors", "safetensors.numpy:save_file"),
-    ("out.rnnx", "safetensors.numpy:save_file"),
+    ("out.onnx", "rnnx.formats.onnx_format.external:_stream_inline"),
+    ("out.pt", "rnnx.formats.torch_format.zip_writer:save_state_dict"),
+    ("out.safetensors", "rnnx.formats.safetensors_stream:save_file"),
+    ("out.rnnx", "rnnx.formats.safetensors_stream:save_file"),
     ("out.py", "pathlib:Path.write_text"),
 ]
 
@@ -79,7 +79,7 @@ def test_every_writer_leaves_nothing_when_interrupted_mid_write(tmp_path, monkey
 
 @pytest.mark.parametrize("src, dst, call", [
     ("keras3/bidir.keras", "out.keras", "zipfile:ZipFile.writestr"),
-    ("keras2/cudnn_stack_full.h5", "model.onnx", "onnx:save"),  # the whole-model exporter
+    ("keras2/cudnn_stack_full.h5", "model.onnx", "rnnx.formats.onnx_format.external:_stream_inline"),  # whole model
 ])
 def test_archive_and_whole_model_writers_leave_nothing_when_interrupted(fixtures, tmp_path, monkeypatch, src, dst,
                                                                          call):
@@ -89,3 +89,26 @@ def test_archive_and_whole_model_writers_leave_nothing_when_interrupted(fixtures
     with pytest.raises(RuntimeError, match="interrupted after writing"):
         rnnx.convert(fixtures / src, tmp_path / dst)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("src", ["keras2/cudnn_stack_weights.h5", "keras2/cudnn_stack_full.h5"])
+def test_onnx_with_external_data_leaves_neither_file_when_interrupted(fixtures, tmp_path, monkeypatch, src):
+    import rnnx
+
+    _interrupt(monkeypatch, "rnnx.formats.onnx_format.external:WeightStore.finish")
+    with pytest.raises(RuntimeError, match="interrupted after writing"):
+        rnnx.convert(fixtures / src, tmp_path / "model.onnx", external_data=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_outputs_renames_every_file_or_none(tmp_path):
+    from rnnx.io import atomic_outputs
+
+    with atomic_outputs(tmp_path / "a.data", tmp_path / "a.onnx") as (data, model):
+        data.write_bytes(b"weights")
+        model.write_bytes(b"model")
+    assert (tmp_path / "a.data").read_bytes() == b"weights" and (tmp_path / "a.onnx").read_bytes() == b"model"
+    with atomic_outputs(tmp_path / "b.data", tmp_path / "b.onnx") as (data, model):
+        data.unlink()  # the block chose not to write this one
+        model.write_bytes(b"model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.data", "a.onnx", "b.onnx"]

@@ -57,22 +57,37 @@ class ConvertResult:
 def convert(src, dst, to: str | None = None, layer: str | None = None, config=None,
             verify: bool = False, raise_on_failure: bool = True, precision: str | None = None,
             tolerance: float | None = None, forget_bias: float | None = None, timeout: float | None = None,
-            **options) -> ConvertResult:
+            progress=None, **options) -> ConvertResult:
     """Read `src`, write `dst`; with verify=True also prove it numerically.
 
     precision="int8" / "float16" (ONNX targets) writes that deployment variant of the float32 export
     and measures it against the export (result.deployment, rnnx.deploy); `tolerance` bounds that
     deviation (default rnnx.deploy.TOLERANCE), or without a precision the verified layers' errors.
     A failed verification raises VerificationError, or with raise_on_failure=False is left in
-    result.verification["ok"] / result.deployment["ok"] (the file stays written either way)."""
-    from .io import same_file
-
+    result.verification["ok"] / result.deployment["ok"] (the file stays written either way).
+    `progress`: a callable that gets rnnx.progress.Event's (bytes of tensor data read and written);
+    not called when a `timeout` runs the conversion in a child process."""
     src, dst = Path(src), Path(dst)
     if _deadline(timeout):
         return _watched(convert, src, dst, to=to, layer=layer, config=config, verify=verify,
                         raise_on_failure=raise_on_failure, precision=precision, tolerance=tolerance,
                         forget_bias=forget_bias, timeout=timeout, outputs=[dst],
                         subject=f"converting {src} to {dst}", **options)
+    from .progress import done, reporting
+
+    with reporting(progress):
+        result = _convert(src, dst, to, layer, config, verify, raise_on_failure, precision, tolerance, forget_bias,
+                          **options)
+        done()
+    return result
+
+
+def _convert(src: Path, dst: Path, to, layer, config, verify, raise_on_failure, precision, tolerance, forget_bias,
+             **options) -> ConvertResult:
+    from .io import same_file
+    from .lazy import lazy_bytes
+    from .progress import start
+
     if same_file(src, dst):
         raise UsageError(f"The destination {dst} is the source file; choose another path so the source is kept.")
     fmt = formats.for_writing(dst, to)
@@ -88,6 +103,7 @@ def convert(src, dst, to: str | None = None, layer: str | None = None, config=No
     if precision is not None:
         return _convert_reduced(bundle, dst, fmt.name, precision, verify, tolerance, raise_on_failure,
                                 layer=layer, **options)
+    start(lazy_bytes(bundle))
     notes = list(bundle.source.get("read_notes") or []) + save(bundle, dst, to=fmt.name, layer=layer, **options)
     result = ConvertResult(bundle, fmt.name, list(notes))
     if verify:

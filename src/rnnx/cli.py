@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Keras 2 HDF5 target: write CuDNNLSTM / CuDNNGRU layers (to resume training on a GPU)")
     s.add_argument("--standalone", action="store_true",
                    help="torch-model target: copy rnnx.torch_nn into the file, so it needs only torch")
+    s.add_argument("--external-data", action="store_true",
+                   help="ONNX target: keep the weights in DST.data beside DST (ONNX external data; automatic "
+                   "when the model is over protobuf's 2 GiB)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (one is shown on a terminal for "
+                   "conversions that take over a second)")
     s.add_argument("--engine", choices=("native", "tf2onnx"), default="native",
                    help="whole Keras model to ONNX: rnnx's own graph builder (default) or tf_keras + tf2onnx "
                    "(needs the tf extra)")
@@ -209,6 +214,7 @@ def _inspect(args) -> int:
 TARGET_OPTIONS = {"opset": ("--opset", ("onnx",)), "time_major": ("--time-major", ("onnx",)),
                   "engine": ("--engine", ("onnx",)), "cudnn": ("--cudnn", ("keras-h5",)),
                   "precision": ("--quantize / --precision", ("onnx",)),
+                  "external_data": ("--external-data", ("onnx",)),
                   "accept_activation_change": ("--accept-activation-change", ("keras", "keras3-weights")),
                   "standalone": ("--standalone", ("torch-model",))}
 
@@ -221,7 +227,8 @@ def _convert(args) -> int:
 
     options = {k: v for k, v in (("opset", args.opset), ("time_major", args.time_major),
                                  ("accept_activation_change", args.accept_activation_change),
-                                 ("cudnn", args.cudnn), ("engine", args.engine), ("standalone", args.standalone))
+                                 ("cudnn", args.cudnn), ("engine", args.engine), ("standalone", args.standalone),
+                                 ("external_data", args.external_data))
                if v is not None and v is not False}
     if args.quantize and args.precision:
         raise UsageError("--quantize int8 and --precision float16 are two different variants; give one of them "
@@ -237,9 +244,18 @@ def _convert(args) -> int:
         if target not in targets and not (key == "engine" and options[key] == "native"):
             raise UsageError(f"{flag} applies only to {' and '.join(targets)} targets; {args.dst} would be written "
                              f"as {target}. Leave {flag} out or choose another destination.")
-    result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
-                     verify=args.verify, raise_on_failure=False, tolerance=args.tolerance,
-                     forget_bias=args.forget_bias, **options)
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from .progress import TerminalBar
+
+        bar = TerminalBar(sys.stderr)
+    try:
+        result = convert(args.src, args.dst, to=args.to, layer=args.layer, config=args.config,
+                         verify=args.verify, raise_on_failure=False, tolerance=args.tolerance,
+                         forget_bias=args.forget_bias, progress=bar, **options)
+    finally:
+        if bar is not None:
+            bar.close()
     n = len(result.bundle.layers)
     variant = f", {precision}" if precision else ""
     print(f"wrote {args.dst} ({result.target_format}{variant}): {n} recurrent layer{'s' * (n != 1)}")

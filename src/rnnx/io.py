@@ -14,7 +14,33 @@ from .errors import UsageError
 @contextmanager
 def atomic_output(dst: Path):
     """Yield a temporary path beside `dst`; rename it onto `dst` only if the block succeeds."""
-    dst = Path(dst)
+    with atomic_outputs(dst) as (tmp,):
+        yield tmp
+
+
+@contextmanager
+def atomic_outputs(*dsts: Path):
+    """Yield temporary paths beside each of `dsts`; if the block succeeds, rename them into place in the
+    order given (so the file that refers to the others, given last, appears last); else remove them all.
+    A temporary the block removed stands for a file it chose not to write."""
+    temps: list[Path] = []
+    try:
+        for dst in map(Path, dsts):
+            temps.append(_temporary_beside(dst))
+        yield tuple(temps)
+        mode = 0o666 & ~_umask()  # mkstemp makes 0600; give each file a normal new file's mode
+        for tmp, dst in zip(temps, dsts):
+            if not tmp.exists():
+                continue
+            os.chmod(tmp, mode)
+            os.replace(tmp, dst)
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _temporary_beside(dst: Path) -> Path:
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"Cannot write {dst}: the folder {parent} does not exist.")
@@ -23,14 +49,7 @@ def atomic_output(dst: Path):
     except OSError as exc:
         raise UsageError(f"Cannot write {dst}: {exc.strerror}.") from None
     os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal new file's mode
-        os.replace(tmp_path, dst)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    return Path(tmp)
 
 
 def _umask() -> int:

@@ -11,6 +11,7 @@ import numpy as np
 from . import formats
 from .canonical import Bundle, reference
 from .errors import FormatError, RnnxError, UsageError, VerificationError
+from .lazy import held
 
 # (batch, sequence length) pairs every layer is checked on.
 SHAPES = ((1, 1), (2, 7), (5, 23))
@@ -40,6 +41,7 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
     results = []
     partners = None
     for layer in bundle.layers:
+        layer = held(layer)  # read once per layer, not once per reference run (lazy tensors)
         source_name = layer.name
         max_abs = max_rel = noise = 0.0
         for batch, seq in SHAPES:

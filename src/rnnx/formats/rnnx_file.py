@@ -23,7 +23,7 @@ STORABLE_KINDS = "biufc"  # bool, integers, floats, complex: what safetensors st
 
 
 def write(bundle: Bundle, path: Path, **_options) -> list[str]:
-    from safetensors.numpy import save_file
+    from .safetensors_stream import save_file
 
     tensors: dict[str, np.ndarray] = {}
     items = []
@@ -31,7 +31,7 @@ def write(bundle: Bundle, path: Path, **_options) -> list[str]:
         if isinstance(item, RecurrentLayer):
             for k, d in enumerate(item.directions):
                 for key, arr in d.tensors().items():
-                    tensors[f"items.{i}.{k}.{key}"] = np.ascontiguousarray(arr)
+                    tensors[f"items.{i}.{k}.{key}"] = arr  # read when written
             items.append({
                 "type": "recurrent", "name": item.name, "cell": item.cell, "units": item.units,
                 "input_size": item.input_size, "directions": item.num_directions,
@@ -44,24 +44,26 @@ def write(bundle: Bundle, path: Path, **_options) -> list[str]:
         else:
             names = []
             for j, (wname, arr) in enumerate(item.weights):
-                if np.asarray(arr).dtype.kind not in STORABLE_KINDS:
+                if arr.dtype.kind not in STORABLE_KINDS:
                     raise UnsupportedError(
-                        f"Cannot write {path}: weight {wname!r} of layer {item.name!r} holds {np.asarray(arr).dtype} "
+                        f"Cannot write {path}: weight {wname!r} of layer {item.name!r} holds {arr.dtype} "
                         f"values, which a .rnnx (safetensors) file cannot store; convert to the source's own "
                         f"format, or pick a recurrent layer with --layer.")
-                tensors[f"items.{i}.weights.{j}"] = np.ascontiguousarray(arr)
+                tensors[f"items.{i}.weights.{j}"] = arr
                 names.append(wname)
             items.append({"type": "opaque", "name": item.name, "class_name": item.class_name,
                           "weight_names": names, "options": _jsonable(item.options)})
     manifest = {"rnnx_manifest_version": MANIFEST_VERSION, "rnnx_version": __version__,
                 "source": _jsonable(bundle.source), "items": items}
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata={MANIFEST_KEY: json.dumps(manifest)})
+        save_file(tensors, tmp, metadata={MANIFEST_KEY: json.dumps(manifest)})  # tensor by tensor
     return []
 
 
 def read(path: Path, **_options) -> Bundle:
     from safetensors import safe_open
+
+    from .safetensors_stream import lazy_tensor
 
     try:
         with safe_open(str(path), framework="numpy") as f:
@@ -70,7 +72,8 @@ def read(path: Path, **_options) -> Bundle:
                 raise FormatError(f"{path} is a safetensors file without an rnnx manifest; "
                                   f"name it .safetensors to read it as a PyTorch state dict.")
             manifest = json.loads(meta[MANIFEST_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: lazy_tensor(f, path, k) for k in f.keys()}  # read when used
+            tensors.update({k: f.get_tensor(k) for k, v in tensors.items() if v is None})
     except FormatError:
         raise
     except Exception as exc:  # safetensors raises its own untyped errors on broken headers

@@ -24,25 +24,28 @@ __all__ = ["export_model", "ENGINES"]
 
 
 def export_model(bundle, path, opset: int | None = None, time_major: bool = False, engine: str | None = None,
+                 external_data: bool | None = None, external_data_limit: int | None = None,
                  **_ignored) -> list[str]:
     """Write the whole Keras model held by `bundle` (model_config in bundle.source) to ONNX at `path`.
 
     Returns notes for the user. Options: opset (default 14), time_major (rank-3 inputs and
-    outputs as [seq, batch, features]), engine ("native" or "tf2onnx").
+    outputs as [seq, batch, features]), engine ("native" or "tf2onnx"), external_data (None:
+    only above external_data_limit bytes, protobuf's 2 GiB by default; True: always; False: never).
+    The native engine streams the weights: see formats/onnx_format/external.py.
     """
     engine = engine or "native"
     if engine not in ENGINES:
         raise UsageError(f"Unknown ONNX engine {engine!r}; choose one of: {', '.join(ENGINES)}.")
     if engine == "tf2onnx":
+        if external_data:
+            raise UsageError("--external-data is written by rnnx's own ONNX builder; leave --engine tf2onnx out.")
         from .to_onnx.tf2onnx_engine import export_with_tf2onnx
 
         return export_with_tf2onnx(bundle, Path(path), opset=opset, time_major=time_major)
-    import onnx
-
-    from ..io import atomic_output
+    from ..formats.onnx_format import external as external_weights
     from .to_onnx.builder import build_model
 
-    model, notes = build_model(bundle, opset=opset, time_major=time_major)
-    with atomic_output(Path(path)) as tmp:
-        onnx.save(model, str(tmp))
-    return notes
+    limit = external_weights.PROTOBUF_LIMIT if external_data_limit is None else external_data_limit
+    return external_weights.write_model(
+        Path(path), lambda store: build_model(bundle, opset=opset, time_major=time_major, store=store),
+        external=external_data, limit=limit)

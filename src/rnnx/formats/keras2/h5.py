@@ -62,7 +62,9 @@ import numpy as np
 from ...canonical import Bundle, OpaqueLayer, RecurrentLayer
 from ...canonical.activations import SIGMOID, TANH, Activation, from_keras, to_keras
 from ...errors import FormatError, UnsupportedError
+from ... import progress
 from ...io import atomic_output
+from ...lazy import LazyArray
 from . import config as kc
 from . import layout
 from .. import unheld_call_options
@@ -243,7 +245,7 @@ def _read_group(root, name: str, path: Path) -> _Group:
             raise FormatError(
                 f"{path}: weight {wname!r} of layer {name!r} claims {claimed} bytes, more than the file holds; "
                 f"the file is truncated or damaged.")
-        arrays.append(np.asarray(ds[()]))
+        arrays.append(_lazy_dataset(path, root.name, name, wname, ds))
     rnnx = None
     if RNNX_ATTR in group.attrs:
         try:
@@ -253,6 +255,19 @@ def _read_group(root, name: str, path: Path) -> _Group:
         if not isinstance(rnnx, dict) or not isinstance(rnnx.get("layers", []), list):
             rnnx = None  # not what rnnx writes: ignored, as Keras ignores it
     return _Group(name, names, arrays, rnnx)
+
+
+def _lazy_dataset(path: Path, root: str, group: str, wname: str, ds):
+    """A numeric dataset as a LazyArray that reopens the file by path when read (so the Bundle outlives
+    the reader and `inspect` reads no tensor); anything else (strings, scalars) is read now."""
+    if ds.dtype.kind not in "fiub" or ds.ndim == 0 or ds.dtype.byteorder not in "=|<":
+        return np.asarray(ds[()])
+
+    def load():
+        with _open(path) as f:
+            return np.asarray(f[root][group][wname][()])
+
+    return LazyArray(ds.shape, ds.dtype, load, f"{path.name}:{group}/{wname}")
 
 
 def _split_name(weight_name: str) -> tuple[list[str], str]:
@@ -686,7 +701,10 @@ def _write_plan(plan: _Plan, tmp: Path) -> None:
             weights = plan.groups[g]
             _save_list_attr(group, "weight_names", [n for n, _ in weights])
             for wname, array in weights:
-                group.create_dataset(wname, data=array)
+                data = np.asarray(array)  # lazy arrays are read one at a time
+                group.create_dataset(wname, data=data)
+                progress.wrote(data.nbytes, wname)
+                del data
             if g in plan.group_attrs:
                 group.attrs[RNNX_ATTR] = json.dumps(plan.group_attrs[g])
 

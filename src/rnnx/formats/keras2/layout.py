@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...canonical import Direction
-from ...canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, gate_count, reorder
+from ...canonical.gates import CANONICAL_ORDER, GRU_KERAS, LSTM_KERAS, RNN_CANONICAL, fuse, gate_count, reorder
+from ...lazy import derived, undo
 
 KERAS_ORDER = {"lstm": LSTM_KERAS, "gru": GRU_KERAS, "rnn": RNN_CANONICAL}
 VARIANTS = ("plain", "gru-2row", "cudnn")
@@ -42,55 +43,105 @@ def _w_to_cudnn_blocks(w: np.ndarray, n: int) -> np.ndarray:
 
 def to_direction(cell: str, variant: str, kernel: np.ndarray, recurrent_kernel: np.ndarray,
                  bias: np.ndarray | None) -> Direction:
-    """Canonical Direction from the arrays one Keras 2 layer (one direction) stores."""
-    n = gate_count(cell)
-    order = KERAS_ORDER[cell]
-    canon = CANONICAL_ORDER[cell]
-    if variant == "cudnn":
-        W = _cudnn_blocks_to_w(kernel, n)
-        R = _cudnn_blocks_to_w(recurrent_kernel, n)
-    else:
-        W = kernel.T
-        R = recurrent_kernel.T
-    W = np.ascontiguousarray(reorder(W, order, canon))
-    R = np.ascontiguousarray(reorder(R, order, canon))
+    """Canonical Direction from the arrays one Keras 2 layer (one direction) stores. Lazy inputs
+    (rnnx.lazy) give lazy tensors, each computed from its own stored tensor when read."""
+    stored = ("keras2", cell, variant)  # what from_direction undoes without computing anything
+    W = derived(kernel, (kernel.shape[1], kernel.shape[0]), kernel.dtype,
+                lambda k: matrix_to_canonical(cell, variant, k), layout=stored)
+    R = derived(recurrent_kernel, (recurrent_kernel.shape[1], recurrent_kernel.shape[0]), recurrent_kernel.dtype,
+                lambda k: matrix_to_canonical(cell, variant, k), layout=stored)
     b_w = b_r = None
     if bias is not None:
-        if variant == "cudnn":
-            b_w, b_r = np.split(bias, 2)
-        elif variant == "gru-2row":
-            b_w, b_r = bias[0], bias[1]
-        else:
-            b_w = bias
-        b_w = np.ascontiguousarray(reorder(b_w, order, canon))
-        if b_r is not None:
-            b_r = np.ascontiguousarray(reorder(b_r, order, canon))
+        nu = kernel.shape[1]
+        b_w = derived(bias, (nu,), bias.dtype, lambda b: biases_to_canonical(cell, variant, b)[0])
+        if variant in ("cudnn", "gru-2row"):
+            b_r = derived(bias, (nu,), bias.dtype, lambda b: biases_to_canonical(cell, variant, b)[1])
     return Direction(W=W, R=R, b_w=b_w, b_r=b_r)
+
+
+def matrix_to_canonical(cell: str, variant: str, kernel: np.ndarray) -> np.ndarray:
+    """A stored kernel or recurrent_kernel (rows, gates*u) -> canonical (gates*u, rows)."""
+    kernel = np.asarray(kernel)
+    if variant == "cudnn":
+        M = _cudnn_blocks_to_w(kernel, gate_count(cell))
+    else:
+        M = transposed(kernel)
+    return np.ascontiguousarray(reorder(M, KERAS_ORDER[cell], CANONICAL_ORDER[cell]))
+
+
+def biases_to_canonical(cell: str, variant: str, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A stored bias -> canonical (b_w, b_r); b_r is None for the single-bias variant."""
+    bias = np.asarray(bias)
+    order, canon = KERAS_ORDER[cell], CANONICAL_ORDER[cell]
+    b_r = None
+    if variant == "cudnn":
+        b_w, b_r = np.split(bias, 2)
+    elif variant == "gru-2row":
+        b_w, b_r = bias[0], bias[1]
+    else:
+        b_w = bias
+    b_w = np.ascontiguousarray(reorder(b_w, order, canon))
+    if b_r is not None:
+        b_r = np.ascontiguousarray(reorder(b_r, order, canon))
+    return b_w, b_r
 
 
 def from_direction(cell: str, variant: str, d: Direction, use_bias: bool = True) -> list[np.ndarray]:
     """The arrays a Keras 2 layer of `variant` stores for canonical direction `d` (bias omitted
-    when use_bias is False; the caller checks that the direction then has no bias)."""
-    n = gate_count(cell)
-    order = KERAS_ORDER[cell]
-    canon = CANONICAL_ORDER[cell]
-    W = reorder(d.W, canon, order)
-    R = reorder(d.R, canon, order)
-    if variant == "cudnn":
-        out = [_w_to_cudnn_blocks(W, n), _w_to_cudnn_blocks(R, n)]
-    else:
-        out = [np.ascontiguousarray(W.T), np.ascontiguousarray(R.T)]
+    when use_bias is False; the caller checks that the direction then has no bias). Lazy tensors
+    in `d` give lazy arrays, each computed when read."""
+    # A matrix read from a Keras 2 layer of the same layout is written back as stored (the two
+    # changes are exact inverses), so it is neither transposed nor permuted twice.
+    out = [undo(M, ("keras2", cell, variant)) or
+           derived(M, (M.shape[1], M.shape[0]), M.dtype, lambda m: matrix_from_canonical(cell, variant, m))
+           for M in (d.W, d.R)]
     if not use_bias:
         return out
-    zeros = np.zeros(d.W.shape[0], d.W.dtype)
-    b_w = zeros if d.b_w is None else d.b_w
-    if variant == "plain":
-        bias = reorder(d.fused_bias(), canon, order)
+    size = d.W.shape[0]
+    shape = {"plain": (size,), "gru-2row": (2, size), "cudnn": (2 * size,)}[variant]
+    out.append(derived((d.b_w, d.b_r), shape, d.W.dtype,
+                       lambda b_w, b_r: bias_from_canonical(cell, variant, b_w, b_r, size, d.W.dtype)))
+    return out
+
+
+def matrix_from_canonical(cell: str, variant: str, M: np.ndarray) -> np.ndarray:
+    """A canonical W or R (gates*u, cols) -> the stored kernel or recurrent_kernel (cols, gates*u)."""
+    M = reorder(np.asarray(M), CANONICAL_ORDER[cell], KERAS_ORDER[cell])
+    if variant == "cudnn":
+        return _w_to_cudnn_blocks(M, gate_count(cell))
+    return transposed(M)
+
+
+def bias_from_canonical(cell: str, variant: str, b_w, b_r, size: int, dtype) -> np.ndarray:
+    """The stored bias of `variant` from canonical b_w, b_r (either may be None: zeros)."""
+    order, canon = KERAS_ORDER[cell], CANONICAL_ORDER[cell]
+    zeros = np.zeros(size, dtype)
+    if variant == "plain":  # one bias: the two summed in float64 and rounded once
+        if b_w is None:
+            single = zeros if b_r is None else np.asarray(b_r)
+        else:
+            single = fuse(np.asarray(b_w), None if b_r is None else np.asarray(b_r))
+        bias = reorder(single, canon, order)
     else:
-        b_r = zeros if d.b_r is None else d.b_r
-        halves = [reorder(b_w, canon, order), reorder(b_r, canon, order)]
+        halves = [reorder(zeros if b is None else np.asarray(b), canon, order) for b in (b_w, b_r)]
         bias = np.concatenate(halves) if variant == "cudnn" else np.stack(halves)
-    out.append(np.ascontiguousarray(bias))
+    return np.ascontiguousarray(bias)
+
+
+TRANSPOSE_BLOCK = 128  # rows and columns per tile (measured: 128 copied a 4096 x 16384 float32 matrix 3x faster than 1024 or a plain .T copy)
+
+
+def transposed(a: np.ndarray) -> np.ndarray:
+    """A contiguous copy of a 2-D array's transpose, copied tile by tile (a plain strided copy of a large
+    matrix misses the cache on every element of one side)."""
+    rows, cols = a.shape
+    if rows * cols <= TRANSPOSE_BLOCK * TRANSPOSE_BLOCK:
+        return np.ascontiguousarray(a.T)
+    out = np.empty((cols, rows), a.dtype)
+    step = TRANSPOSE_BLOCK
+    for i in range(0, rows, step):
+        for j in range(0, cols, step):
+            out[j:j + step, i:i + step] = a[i:i + step, j:j + step].T
     return out
 
 

@@ -42,13 +42,13 @@ from onnx import TensorProto, helper, numpy_helper
 from ... import __version__
 from ...canonical import Bundle, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
-from ...io import atomic_output
+from ...lazy import LazyArray
+from . import external as external_weights
 from . import nodes as onnx_nodes
 from .. import unheld_call_options
 from .nodes import DEFAULT_OPSET, MIN_OPSET_OPTIONAL_STATES, OP_TYPE
 
 RECURRENT_OPS = tuple(OP_TYPE.values())
-_MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one serialized model
 
 
 # ======================================================================================
@@ -298,6 +298,8 @@ def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.
         available = len(proto.float_data) * itemsize
     if available is not None and available != count * itemsize:
         raise FormatError(f"{where} claims shape {dims} but holds {available} bytes, not {count * itemsize}.")
+    if proto.data_location == TensorProto.EXTERNAL:
+        return _external_array(proto, base, dims, where)
     try:
         array = numpy_helper.to_array(proto, base_dir=str(base))
     except Exception as exc:  # onnx raises assorted errors on malformed tensors
@@ -305,6 +307,29 @@ def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.
     if array.shape != tuple(dims):
         raise FormatError(f"{where} claims shape {dims} but holds {array.size} values.")
     return np.ascontiguousarray(array)
+
+
+_NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"),
+             TensorProto.FLOAT16: np.dtype("<f2")}
+
+
+def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str):
+    """A tensor kept in an external data file (already checked to lie inside the model's folder and the
+    file) as a LazyArray reading just its range of that file when used."""
+    info = {e.key: e.value for e in proto.external_data}
+    target = (base / info["location"]).resolve()
+    offset = int(info.get("offset", 0) or 0)
+    dtype = _NUMPY_OF[proto.data_type]
+    count = math.prod(int(d) for d in dims)
+    if count * dtype.itemsize > target.stat().st_size - offset:
+        raise FormatError(f"{where} claims shape {dims}, more than {info['location']} holds.")
+
+    def load():
+        with open(target, "rb") as fh:
+            fh.seek(offset)
+            return np.fromfile(fh, dtype, count).astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+
+    return LazyArray(dims, dtype.newbyteorder("="), load, f"{info['location']}:{proto.name}")
 
 
 def _layer_of(found: FoundNode, base: Path) -> RecurrentLayer:
@@ -325,7 +350,10 @@ def _layer_of(found: FoundNode, base: Path) -> RecurrentLayer:
 # Writing
 # ======================================================================================
 def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | None = None,
-          time_major: bool = False, **options) -> list[str]:
+          time_major: bool = False, external_data: bool | None = None,
+          external_data_limit: int = external_weights.PROTOBUF_LIMIT, **options) -> list[str]:
+    """external_data: None = only when the model is over `external_data_limit` bytes (protobuf's 2 GiB),
+    True = always (model.onnx plus model.onnx.data beside it), False = never."""
     opset = onnx_nodes.check_opset(DEFAULT_OPSET if opset is None else opset)
     notes: list[str] = []
     if layer is None and bundle.source.get("has_architecture"):
@@ -337,7 +365,9 @@ def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | Non
             notes.append("this rnnx has no whole-model exporter yet, so each recurrent layer was written as "
                          "its own node with its own inputs and outputs")
         else:
-            return list(export_model(bundle, Path(path), opset=opset, time_major=time_major, **options) or [])
+            return list(export_model(bundle, Path(path), opset=opset, time_major=time_major,
+                                     external_data=external_data, external_data_limit=external_data_limit,
+                                     **options) or [])
     if options.get("engine") == "tf2onnx":
         why = "--layer asks for one layer" if layer is not None else "it holds no model architecture"
         source = bundle.source.get("path", "the source")
@@ -347,24 +377,17 @@ def write(bundle: Bundle, path: Path, layer: str | None = None, opset: int | Non
         bundle = bundle.only(layer)
     if not bundle.layers:
         raise UsageError(f"{bundle.source.get('path', 'The source')} holds no recurrent layer to write to ONNX.")
-    model, more = build_layers_model(bundle, opset=opset, time_major=time_major, plain_names=layer is not None)
-    save_model(model, path)
+    for each in bundle.layers:
+        onnx_nodes.check_expressible(each)  # refused before any tensor is read
+
+    def build(store):
+        return build_layers_model(bundle, opset=opset, time_major=time_major, plain_names=layer is not None,
+                                  store=store)
+
+    more = external_weights.write_model(Path(path), build, external=external_data, limit=external_data_limit)
     unheld = unheld_call_options(bundle.layers, "a per-layer ONNX model", "its Y holds the two directions "
                                  "concatenated, so merge them as the source did", backwards_kept=True)
     return notes + more + unheld
-
-
-def save_model(model: onnx.ModelProto, path: Path) -> None:
-    """Check `model` in full and write it atomically."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:  # a bug in rnnx, never the user's doing: say which check failed
-        raise RuntimeError(f"rnnx built an ONNX model that fails onnx.checker: {exc}") from exc
-    if model.ByteSize() > _MAX_PROTO_BYTES:
-        raise UnsupportedError(f"The ONNX model for {path} would exceed protobuf's 2 GB limit; "
-                               f"write fewer layers at a time with --layer.")
-    with atomic_output(Path(path)) as tmp:
-        onnx.save_model(model, str(tmp))
 
 
 def stacks(layers: list[RecurrentLayer]) -> list[list[RecurrentLayer]]:
@@ -402,8 +425,10 @@ def _chainable(unit: list[RecurrentLayer]) -> bool:
 
 
 def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: bool = False,
-                       plain_names: bool = False) -> tuple[onnx.ModelProto, list[str]]:
-    """The per-layer model (see the module docstring) and notes for the user."""
+                       plain_names: bool = False, store: external_weights.WeightStore | None = None
+                       ) -> tuple[onnx.ModelProto, list[str]]:
+    """The per-layer model (see the module docstring) and notes for the user. With a `store`, each
+    layer's large initializers go to it as soon as the layer is emitted (the model refers to them)."""
     for layer in bundle.layers:
         onnx_nodes.check_expressible(layer)
     units = stacks(bundle.layers)
@@ -422,9 +447,9 @@ def build_layers_model(bundle: Bundle, opset: int = DEFAULT_OPSET, time_major: b
     for unit in units:
         unit_name = (unit[0].provenance["module"] or "rnn") if len(unit) > 1 else unit[0].name
         io = _io_names(unit_name, plain_names and len(units) == 1)
-        part = _emit_unit(unit, io, opset, time_major, with_states)
+        part = _emit_unit(unit, io, opset, time_major, with_states, store.tensor if store is not None else None)
         nodes += part["nodes"]
-        inits += part["initializers"]
+        inits += [store.keep(t) for t in part["initializers"]] if store is not None else part["initializers"]
         inputs += part["inputs"]
         outputs += part["outputs"]
         described.append({"unit": unit_name, "layers": [l.name for l in unit], "nodes": [l.name for l in unit],
@@ -457,8 +482,10 @@ def _runs_backwards(layer: RecurrentLayer) -> bool:
     return layer.num_directions == 1 and bool(layer.options.get("go_backwards"))
 
 
-def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: bool, with_states: bool) -> dict:
-    """A chain of one or more layers with its graph inputs and outputs."""
+def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: bool, with_states: bool,
+               tensor=None) -> dict:
+    """A chain of one or more layers with its graph inputs and outputs (`tensor` makes the weight
+    initializers, see onnx_nodes.emit_layer)."""
     first, last = unit[0], unit[-1]
     elem = onnx_nodes.onnx_dtype(first.dtype)
     D, L, is_lstm = first.num_directions, len(unit), first.cell == "lstm"
@@ -499,7 +526,7 @@ def _emit_unit(unit: list[RecurrentLayer], io: dict, opset: int, time_major: boo
         names = (f"{prefix}_Y", io["Y_h"] if single else f"{prefix}_Y_h", io["Y_c"] if single else f"{prefix}_Y_c")
         emitted = onnx_nodes.emit_layer(layer, x, prefix, opset, initial_h=per_layer.get("initial_h"),
                                         initial_c=per_layer.get("initial_c"), batch_first=(k == 0 and not time_major),
-                                        outputs=names, reverse=_runs_backwards(layer))
+                                        outputs=names, reverse=_runs_backwards(layer), tensor=tensor)
         nodes += emitted.nodes
         inits += emitted.initializers
         finals_h.append(emitted.Y_h)
@@ -544,12 +571,22 @@ def run_layer(path: Path, layer: RecurrentLayer, x: np.ndarray) -> np.ndarray:
     A direction="reverse" node (Keras go_backwards) is run forward: the cell is what is checked.
     """
     path = Path(path)
-    model = load_model(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size, layer.name)
+    if key not in _LAST_NODE:  # verify runs one node on several inputs: build its model and session once
+        _LAST_NODE.clear()
+        model = load_model(path)
+        with _located(path):
+            found = _find_node(model, layer.name)
+            _LAST_NODE[key] = (single_node_model(found, path.resolve().parent, default_opset(model)),
+                               f"node {found.name!r}", {})
+    single, where, session = _LAST_NODE[key]
     with _located(path):
-        found = _find_node(model, layer.name)
-        single = single_node_model(found, path.resolve().parent, default_opset(model))
-        Y = run_single_node(single, np.swapaxes(np.asarray(x), 0, 1), f"node {found.name!r}")
+        Y = run_single_node(single, np.swapaxes(np.asarray(x), 0, 1), where, session)
     return np.transpose(Y, (2, 0, 1, 3))
+
+
+_LAST_NODE: dict = {}  # the one-node model last run, its label and its onnxruntime session (one entry)
 
 
 def _find_node(model: onnx.ModelProto, name: str) -> FoundNode:
@@ -575,7 +612,7 @@ def single_node_model(found: FoundNode, base: Path, opset: int | None) -> onnx.M
     if attrs.get("direction") == "reverse":
         attrs["direction"] = "forward"  # the cell is what is verified; its reading order is the caller's
     tensors = {"W": weights.W, "R": weights.R, "B": weights.B, "P": weights.P}
-    inits = [numpy_helper.from_array(a, k) for k, a in tensors.items() if a is not None]
+    inits = [numpy_helper.from_array(np.asarray(a), k) for k, a in tensors.items() if a is not None]
     # X W R B sequence_lens initial_h initial_c P: states and lengths left out
     inputs = ["X", "W", "R", "B" if weights.B is not None else "", "", "", "", "P" if weights.P is not None else ""]
     while inputs[-1] == "":
@@ -590,13 +627,18 @@ def single_node_model(found: FoundNode, base: Path, opset: int | None) -> onnx.M
     return model
 
 
-def run_single_node(model: onnx.ModelProto, X: np.ndarray, where: str) -> np.ndarray:
+def run_single_node(model: onnx.ModelProto, X: np.ndarray, where: str, cache: dict | None = None) -> np.ndarray:
+    """Y of the one-node `model` on X; `cache` (a dict) keeps its session for the next call."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = (cache or {}).get("session")
+        if session is None:
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            if cache is not None:
+                cache["session"] = session
         elem = session.get_inputs()[0].type
         dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                  "tensor(float16)": np.float16}.get(elem, np.float32)

@@ -63,6 +63,7 @@ from ...canonical import gates
 from ...canonical.activations import Activation
 from ...canonical.model import ACTIVATION_COUNT, DEFAULT_ACTIVATIONS, Direction, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
+from ...lazy import derived
 
 DEFAULT_OPSET = 14
 MIN_OPSET = 7  # LSTM-7 / GRU-7 / RNN-7: the forms every runtime knows
@@ -130,30 +131,30 @@ def check_expressible(layer: RecurrentLayer) -> None:
 
 
 def onnx_weights(layer: RecurrentLayer) -> OnnxWeights:
-    """W, R, B, P of `layer` in ONNX layout (see the module docstring)."""
+    """W, R, B, P of `layer` in ONNX layout (see the module docstring). When the layer's tensors are
+    lazy (rnnx.lazy) so are these: each is computed from its own canonical tensors when read."""
     check_expressible(layer)
     order = ONNX_GATES[layer.cell]
     canonical = gates.CANONICAL_ORDER[layer.cell]
     dirs = layer.directions
+    D, rows = len(dirs), dirs[0].W.shape[0]
 
-    def stacked(key):
-        return np.stack([getattr(d, key) for d in dirs])
+    def stacked(key, src=canonical, dst=order):
+        parts = tuple(getattr(d, key) for d in dirs)
+        shape = (D, *parts[0].shape)
+        return derived(parts, shape, layer.dtype,
+                       lambda *values: np.ascontiguousarray(gates.reorder(
+                           np.stack(values) if len(values) > 1 else values[0][None], src, dst, axis=1)))
 
-    W = gates.reorder(stacked("W"), canonical, order, axis=1)
-    R = gates.reorder(stacked("R"), canonical, order, axis=1)
+    W, R = stacked("W"), stacked("R")
     B = None
     if layer.has_bias:
-        zeros = np.zeros((len(dirs), dirs[0].W.shape[0]), layer.dtype)
+        zeros = np.zeros((D, rows), layer.dtype)
         b_w = stacked("b_w") if dirs[0].b_w is not None else zeros
         b_r = stacked("b_r") if dirs[0].b_r is not None else zeros
-        B = np.concatenate([gates.reorder(b_w, canonical, order, axis=1),
-                            gates.reorder(b_r, canonical, order, axis=1)], axis=1)
-    P = None
-    if layer.has_peepholes:
-        P = gates.reorder(stacked("P"), gates.PEEPHOLE_CANONICAL, gates.PEEPHOLE_ONNX, axis=1)
-    return OnnxWeights(np.ascontiguousarray(W), np.ascontiguousarray(R),
-                       None if B is None else np.ascontiguousarray(B),
-                       None if P is None else np.ascontiguousarray(P))
+        B = derived((b_w, b_r), (D, 2 * rows), layer.dtype, lambda w, r: np.concatenate([w, r], axis=1))
+    P = stacked("P", gates.PEEPHOLE_CANONICAL, gates.PEEPHOLE_ONNX) if layer.has_peepholes else None
+    return OnnxWeights(W, R, B, P)
 
 
 def onnx_attributes(layer: RecurrentLayer) -> dict:
@@ -231,16 +232,21 @@ def layer_from_onnx(name: str, op_type: str, W: np.ndarray, R: np.ndarray, B: np
         raise FormatError(f"{where}: W, R, B and P have different element types.")
 
     order, canonical = ONNX_GATES[cell], gates.CANONICAL_ORDER[cell]
-    W_c = gates.reorder(W, order, canonical, axis=1)
-    R_c = gates.reorder(R, order, canonical, axis=1)
-    if B is not None:
-        b_w = gates.reorder(B[:, : G * u], order, canonical, axis=1)
-        b_r = gates.reorder(B[:, G * u:], order, canonical, axis=1)
-    P_c = None if P is None else gates.reorder(P, gates.PEEPHOLE_ONNX, gates.PEEPHOLE_CANONICAL, axis=1)
+
+    def of_direction(T, k, half=None, src=order, dst=canonical):
+        """Direction k of T [D, ...] in canonical gate order (B: its half 0 = Wb or 1 = Rb); lazy if T is."""
+        width = T.shape[1] // 2
+
+        def compute(t):
+            rows = t[k] if half is None else t[k, half * width:(half + 1) * width]
+            return np.array(gates.reorder(rows, src, dst), copy=True)
+
+        return derived(T, T.shape[1:] if half is None else (width,), T.dtype, compute)
+
     directions = [
-        Direction(W=W_c[k].copy(), R=R_c[k].copy(),
-                  b_w=None if B is None else b_w[k].copy(), b_r=None if B is None else b_r[k].copy(),
-                  P=None if P_c is None else P_c[k].copy())
+        Direction(W=of_direction(W, k), R=of_direction(R, k),
+                  b_w=None if B is None else of_direction(B, k, 0), b_r=None if B is None else of_direction(B, k, 1),
+                  P=None if P is None else of_direction(P, k, None, gates.PEEPHOLE_ONNX, gates.PEEPHOLE_CANONICAL))
         for k in range(D)]
     try:
         return RecurrentLayer(
@@ -315,14 +321,18 @@ def check_opset(opset: int) -> int:
 def emit_layer(layer: RecurrentLayer, x: str, prefix: str, opset: int = DEFAULT_OPSET, *,
                sequence_lens: str | None = None, initial_h: str | None = None, initial_c: str | None = None,
                batch_first: bool = False, node_name: str | None = None,
-               outputs: tuple[str, str, str | None] | None = None, reverse: bool = False) -> EmittedLayer:
+               outputs: tuple[str, str, str | None] | None = None, reverse: bool = False,
+               tensor=None) -> EmittedLayer:
     """One ONNX recurrent node computing `layer` on tensor `x` (see the module docstring).
 
     `outputs` overrides the names of Y, Y_h, Y_c (default f"{prefix}_Y", ...). reverse=True
     (one-direction layers) writes direction="reverse": the node reads the sequence from its end
-    and, as ONNX does, stores Y[t] at the input's time index t.
+    and, as ONNX does, stores Y[t] at the input's time index t. `tensor(array, name)` makes the
+    weight initializers (default numpy_helper.from_array; the ONNX writer passes one that streams
+    each tensor to its data file as soon as it is computed).
     """
     check_opset(opset)
+    tensor = tensor or _initializer
     weights = onnx_weights(layer)
     attrs = onnx_attributes(layer)
     if reverse:
@@ -334,13 +344,13 @@ def emit_layer(layer: RecurrentLayer, x: str, prefix: str, opset: int = DEFAULT_
         nodes.append(helper.make_node("Transpose", [x], [f"{prefix}_X_time_major"], name=f"{prefix}_X_transpose",
                                       perm=[1, 0, 2]))
         x = f"{prefix}_X_time_major"
-    inits = [numpy_helper.from_array(weights.W, f"{prefix}_W"), numpy_helper.from_array(weights.R, f"{prefix}_R")]
+    inits = [tensor(weights.W, f"{prefix}_W"), tensor(weights.R, f"{prefix}_R")]
     inputs = [x, f"{prefix}_W", f"{prefix}_R", "", sequence_lens or "", initial_h or "", initial_c or "", ""]
     if weights.B is not None:
-        inits.append(numpy_helper.from_array(weights.B, f"{prefix}_B"))
+        inits.append(tensor(weights.B, f"{prefix}_B"))
         inputs[3] = f"{prefix}_B"
     if weights.P is not None:
-        inits.append(numpy_helper.from_array(weights.P, f"{prefix}_P"))
+        inits.append(tensor(weights.P, f"{prefix}_P"))
         inputs[7] = f"{prefix}_P"
     if layer.cell != "lstm":
         inputs = inputs[:6]  # GRU / RNN stop at initial_h
@@ -352,6 +362,10 @@ def emit_layer(layer: RecurrentLayer, x: str, prefix: str, opset: int = DEFAULT_
     node.doc_string = f"rnnx: layer {layer.name} ({layer.provenance.get('class_name', layer.kind)})"
     nodes.append(node)
     return EmittedLayer(nodes, inits, outputs[0], outputs[1], outputs[2] if layer.cell == "lstm" else None, node)
+
+
+def _initializer(array, name: str) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
 
 
 def sequence_output(Y: str, prefix: str, batch_first: bool, output: str | None = None) -> Emitted:

@@ -29,6 +29,7 @@ import numpy as np
 from ...canonical import Bundle, Direction, OpaqueLayer, RecurrentLayer
 from ...canonical.activations import RELU, SIGMOID, TANH
 from ...canonical.gates import CANONICAL_ORDER, GRU_TORCH, LSTM_TORCH, RNN_CANONICAL, reorder
+from ...lazy import is_lazy
 from ...errors import FormatError, UnsupportedError
 
 TORCH_ORDER = {"lstm": LSTM_TORCH, "gru": GRU_TORCH, "rnn": RNN_CANONICAL}
@@ -490,7 +491,7 @@ def build_target(bundle: Bundle) -> Target:
                 raise UnsupportedError(
                     f"Layers {owner[full]!r} and {who!r} would both be written as {full!r} in the state dict; "
                     f"rename one of them or convert them one at a time with --layer.")
-            out.state[full] = np.ascontiguousarray(array)
+            out.state[full] = array if is_lazy(array) else np.ascontiguousarray(array)  # lazy: read when written
             owner[full] = who
 
     def built(prefix: str, call: str | None, sources: list[str]):

@@ -6,8 +6,9 @@ and a restricted unpickler; legacy files (pickle streams) only with
 arbitrary pickle code (a whole pickled model, a custom class) is refused and nothing from it
 runs. Nested checkpoints (`{'epoch', 'model', 'optimizer'}`,
 Lightning's `{'state_dict': ...}`) are searched for the dict holding the recurrent weights;
-see layout.py for how keys become layers. torch is imported only here, lazily, to
-read legacy files, write .pt files and run layers for verify.
+see layout.py for how keys become layers. .pt files are written in the zip format by
+zip_writer, without torch; torch is imported only here, lazily, to read legacy files and run
+layers for verify.
 """
 
 from __future__ import annotations
@@ -122,11 +123,12 @@ def to_numpy(state: dict, path: Path) -> tuple[dict[str, np.ndarray], list[str]]
 
 
 def write(bundle: Bundle, path: Path, **_options) -> list[str]:
+    """torch.save's zip format, written without torch, one tensor at a time (torch_format/zip_writer.py)."""
+    from .zip_writer import archive_name, save_state_dict
+
     state, notes = torch_layout.to_state_dict(bundle)
-    torch = _torch()
-    tensors = {key: torch.from_numpy(np.array(array, copy=True)) for key, array in state.items()}
     with atomic_output(path) as tmp:
-        torch.save(tensors, str(tmp))
+        save_state_dict(state, tmp, archive_name(path))
     return notes
 
 

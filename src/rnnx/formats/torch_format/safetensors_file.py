@@ -15,6 +15,7 @@ import numpy as np
 from ...canonical import Bundle, RecurrentLayer
 from ...errors import FormatError
 from ...io import atomic_output
+from ..safetensors_stream import lazy_tensor
 from . import layout as torch_layout
 from . import pt as torch_pt
 from . import zip_pickle as torch_zip
@@ -53,7 +54,7 @@ def _tensor(f, key: str, path: Path):
         return torch_zip.BFloat16Array((_raw(path, key).astype(np.uint32) << 16).view(np.float32))
     if dtype not in NUMPY_DTYPES:
         return torch_zip.UnreadableTensor(f"a {dtype} tensor")
-    return f.get_tensor(key)
+    return lazy_tensor(f, path, key)  # read when used
 
 
 NUMPY_DTYPES = ("F64", "F32", "F16", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8", "BOOL")
@@ -82,11 +83,11 @@ def _natural_order(state: dict) -> dict:
 
 
 def write(bundle: Bundle, path: Path, **_options) -> list[str]:
-    from safetensors.numpy import save_file
+    from ..safetensors_stream import save_file
 
     state, notes = torch_layout.to_state_dict(bundle)
     with atomic_output(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+        save_file(state, tmp, metadata={"format": "pt"})  # tensor by tensor
     return notes
 
 

@@ -17,8 +17,11 @@ INPUT_DTYPES = {"int32": TensorProto.INT32, "int64": TensorProto.INT64, "float64
                 "float16": TensorProto.FLOAT16}
 
 
-def build_model(bundle: Bundle, opset: int | None = None, time_major: bool = False) -> tuple[onnx.ModelProto, list]:
-    """The ONNX model computing the whole Keras model of `bundle`, and notes for the user."""
+def build_model(bundle: Bundle, opset: int | None = None, time_major: bool = False,
+                store=None) -> tuple[onnx.ModelProto, list]:
+    """The ONNX model computing the whole Keras model of `bundle`, and notes for the user. With a
+    `store` (onnx_format.external.WeightStore) large initializers go to it as they are made and the
+    model refers to them instead of holding them."""
     opset = DEFAULT_OPSET if opset is None else int(opset)
     latest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= latest:
@@ -29,7 +32,7 @@ def build_model(bundle: Bundle, opset: int | None = None, time_major: bool = Fal
                          f"--config model.json (the output of model.to_json()).")
     try:
         model = keras_config.parse_model(source["model_config"])
-        ctx = Context(_weights_by_name(bundle), opset)
+        ctx = Context(_weights_by_name(bundle), opset, store=store)
         major = keras_config.keras_major(source)
         output_names = [_output_name(ref) for ref in model.outputs]
         for name in output_names:

@@ -74,6 +74,7 @@ class Context:
     graph_inputs: list = field(default_factory=list)
     graph_outputs: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    store: Any = None  # onnx_format.external.WeightStore: large initializers go there as they are made
     _names: set[str] = field(default_factory=set)
     _consts: dict[tuple, str] = field(default_factory=dict)
     _reserved: set[str] = field(default_factory=set)
@@ -127,6 +128,8 @@ class Context:
             if tensor.name in self._names and not any(t.name == tensor.name for t in self.graph_inputs):
                 raise FormatError(f"Two graph tensors would be named {tensor.name!r}.")
             self._names.add(tensor.name)
+        if self.store is not None:
+            initializers = [self.store.keep(t) for t in initializers]
         self.nodes.extend(nodes)
         self.initializers.extend(initializers)
 
@@ -139,7 +142,10 @@ class Context:
         if key is not None and key in self._consts:
             return self._consts[key]
         name = self.unique(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        if self.store is not None:
+            self.initializers.append(self.store.tensor(array, name))
+        else:
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         if key is not None:
             self._consts[key] = name
         return name

@@ -1,0 +1,127 @@
+"""Writing a state dict in PyTorch's zip checkpoint format (what torch.save writes) without torch.
+
+The archive holds `<name>/data.pkl`, a protocol-2 pickle of a dict whose values are rebuilt by
+`torch._utils._rebuild_tensor_v2` from storages named by persistent ids
+`("storage", torch.<Type>Storage, key, "cpu", numel)`; one member `<name>/data/<key>` of raw
+little-endian bytes per tensor, each aligned to 64 bytes in the file as torch aligns them (so
+`torch.load(mmap=True)` can map them); and `byteorder`, `version`, `.format_version`,
+`.storage_alignment`. Tensors are read (when lazy) and written one at a time; nothing of torch
+is imported. `torch.load(path, weights_only=True)` reads the result (the tests check it).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import struct
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from ... import progress
+from .zip_pickle import STORAGE_DTYPES
+
+ALIGNMENT = 64
+STORAGE_OF = {np.dtype(dtype): storage for storage, dtype in STORAGE_DTYPES.items()
+              if dtype in ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool",
+                           "complex128", "complex64")}
+PADDING_FIELD = 0x4246  # "FB": the extra-field id torch's writer pads local headers with
+ZIP64_LOCAL_EXTRA = 20  # what zipfile adds to a local header for a member of 2 GiB or more
+
+
+class _Global:
+    """A name the pickle refers to (torch._utils._rebuild_tensor_v2, torch.FloatStorage)."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):  # pickle wants a reduce function to be callable; this one only names torch's
+        raise TypeError(f"{self.module}.{self.name} is only named here, never called")
+
+
+REBUILD = _Global("torch._utils", "_rebuild_tensor_v2")
+
+
+class _Storage:
+    def __init__(self, storage_class: str, key: str, numel: int):
+        self.storage_class, self.key, self.numel = _Global("torch", storage_class), key, numel
+
+
+class _Tensor:
+    def __init__(self, storage: _Storage, shape: tuple, strides: tuple):
+        self.storage, self.shape, self.strides = storage, shape, strides
+
+    def __reduce__(self):
+        return REBUILD, (self.storage, 0, self.shape, self.strides, False, OrderedDict())
+
+
+class _Pickler(pickle._Pickler):  # the Python pickler: its dispatch table can name torch's globals
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _Storage):
+            return ("storage", obj.storage_class, obj.key, "cpu", obj.numel)
+        return None
+
+    def _save_named(self, obj: _Global):
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode("utf-8"))
+        self.memoize(obj)
+
+    dispatch[_Global] = _save_named
+
+
+def archive_name(path: Path) -> str:
+    """The folder inside the archive: the file's stem, as torch names it."""
+    return re.sub(r"\W", "_", Path(path).name.split(".")[0], flags=re.ASCII) or "archive"
+
+
+def save_state_dict(state: dict, path: Path, name: str = "archive") -> None:
+    """Write `state` (key -> numpy or lazy array) to `path` as torch.save(dict of tensors) would."""
+    tensors, records = {}, []
+    for index, (key, array) in enumerate(state.items()):
+        dtype = np.dtype(array.dtype)
+        if dtype not in STORAGE_OF:
+            raise ValueError(f"{key}: torch has no storage for {dtype}")
+        shape = tuple(int(d) for d in array.shape)
+        strides, step = [], 1
+        for size in reversed(shape):
+            strides.append(step)
+            step *= size
+        storage = _Storage(STORAGE_OF[dtype], str(index), int(np.prod(shape, dtype=object)))
+        tensors[key] = _Tensor(storage, shape, tuple(reversed(strides)))
+        records.append((str(index), array))
+    pickled = _pickle(tensors)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        _member(zf, f"{name}/data.pkl", pickled)
+        _member(zf, f"{name}/.format_version", b"1")
+        _member(zf, f"{name}/.storage_alignment", str(ALIGNMENT).encode())
+        _member(zf, f"{name}/byteorder", b"little")
+        for key, array in records:
+            data = np.ascontiguousarray(np.asarray(array), dtype=np.dtype(array.dtype).newbyteorder("<"))
+            _member(zf, f"{name}/data/{key}", memoryview(data).cast("B") if data.size else b"")
+            progress.wrote(data.nbytes, key)
+            del data
+        _member(zf, f"{name}/version", b"3\n")
+
+
+def _pickle(obj) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    _Pickler(out, protocol=2).dump(obj)
+    return out.getvalue()
+
+
+def _member(zf: zipfile.ZipFile, member: str, data) -> None:
+    """One stored member whose data starts on an ALIGNMENT boundary of the file."""
+    info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    size = len(data)
+    info.file_size = size
+    zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for a member of known size
+    start = zf.fp.tell() + 30 + len(member.encode("utf-8")) + 4 + (ZIP64_LOCAL_EXTRA if zip64 else 0)
+    info.extra = struct.pack("<HH", PADDING_FIELD, -start % ALIGNMENT) + b"Z" * (-start % ALIGNMENT)
+    with zf.open(info, "w", force_zip64=zip64) as out:
+        out.write(data)
