@@ -104,3 +104,28 @@ def test_torch_backend_converts_every_layer_class_the_onnx_backend_does():
 
     assert set(torch_registry.supported()) == set(onnx_registry.supported())
     assert set(onnx_activations.names()) <= {n for n in torch_activations.EXPRESSIONS if n} | {"hard_sigmoid"}
+
+
+def test_torch_backend_converts_the_tf_functions_the_onnx_backend_does():
+    from rnnx.graph.to_onnx.layers import tf_ops as onnx_tf_ops
+    from rnnx.graph.to_torch.layers import tf_ops as torch_tf_ops
+
+    for table in ("BINARY", "UNARY", "REDUCE"):
+        assert set(getattr(torch_tf_ops, table)) == set(getattr(onnx_tf_ops, table)), table
+    assert set(torch_tf_ops.FUNCTIONS) == set(onnx_tf_ops._FUNCTIONS)
+
+
+def test_unconverted_tf_function_is_refused_by_layer_and_function(tmp_path, cli):
+    import tensorflow as tf
+    import tf_keras
+
+    x = tf_keras.Input((5, 4))
+    y = tf.math.cumsum(tf_keras.layers.LSTM(3, return_sequences=True)(x), axis=1)
+    src, dst = tmp_path / "cumsum.h5", tmp_path / "cumsum.py"
+    tf_keras.Model(x, y).save(src)
+    result = cli("convert", src, dst, "--to", "torch-model")
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip()
+    assert "Traceback" not in message and message.count("\n") == 0, message
+    assert "'tf.math.cumsum'" in message and "TFOpLambda" in message and "PyTorch model export" in message, message
+    assert not dst.exists() and not dst.with_suffix(".safetensors").exists()
