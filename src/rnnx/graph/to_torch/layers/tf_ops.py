@@ -65,7 +65,10 @@ def _operand(prog: Program, call, operand) -> tuple[str, int | None]:
                                f"({operand!r}).")
     array = np.asarray(operand, np.float32)
     if array.ndim == 0:
-        return repr(float(array)), 0
+        if not np.isfinite(array):  # inf, nan: no literal
+            return f"float({str(float(array))!r})", 0
+        text = str(np.float32(array))  # the shortest text of the float32 value, which torch computes with
+        return (text if any(c in text for c in ".en") else f"{text}.0"), 0
     return f"self.{prog.constant(call, array)}", array.ndim
 
 
@@ -157,7 +160,7 @@ def _getitem(prog: Program, call) -> Value:
         if set(item) - {"start", "stop", "step"} or not all(v is None or isinstance(v, int) for v in item.values()):
             raise UnsupportedError(f"Layer {call.name!r} (SlicingOpLambda) slices with {item!r}, which rnnx does "
                                    f"not convert.")
-        start, stop, step = item.get("start"), item.get("stop"), item.get("step")
+        start, stop, step = (None if item.get(k) is None else int(item[k]) for k in ("start", "stop", "step"))
         step = 1 if step is None else step
         if step == 0:
             raise UnsupportedError(f"Layer {call.name!r} (SlicingOpLambda) slices with step 0.")
