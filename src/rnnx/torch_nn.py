@@ -238,13 +238,15 @@ class KerasRecurrent(nn.Module):
 
     forward(x [B, T, I], mask [B, T] bool or None, initial states or None) returns the layer's
     outputs as Keras lists them: the sequence or last output (two with merge_mode None), then
-    with return_state the final states (h, c per direction, forward first).
+    with return_state the final states (h, c per direction, forward first). A time_major layer
+    takes x [T, B, I] and returns its sequences [T, B, H], as Keras does (it takes no mask).
     """
 
     def __init__(self, rnn: nn.Module, cell: str, directions: int = 1, go_backwards: bool = False,
                  return_sequences: bool = False, return_state: bool = False,
                  merge_mode: Optional[str] = "concat",
-                 zero_output_for_mask: bool = False, stateful: bool = False):
+                 zero_output_for_mask: bool = False, stateful: bool = False,
+                 time_major: bool = False):
         super().__init__()
         self.rnn = rnn
         self.is_lstm = cell == "lstm"
@@ -256,6 +258,7 @@ class KerasRecurrent(nn.Module):
         self.merge_mode: str = "none" if merge_mode is None else merge_mode
         self.zero_output_for_mask = zero_output_for_mask
         self.stateful = stateful
+        self.time_major = time_major
         self.hidden_size = int(getattr(rnn, "hidden_size"))
         # the states a stateful layer carries to its next call; none (batch 0) until the first call
         empty = torch.zeros(directions, 0, self.hidden_size)
@@ -293,9 +296,9 @@ class KerasRecurrent(nn.Module):
             if self.is_lstm:
                 c0 = torch.stack([initial_state[d * per_direction + 1]
                                   for d in range(self.directions)], 0)
-        elif self.stateful and self.state_h.shape[1] == x.shape[0]:
+        elif self.stateful and self.state_h.shape[1] == x.shape[1 if self.time_major else 0]:
             h0, c0 = self.state_h, self.state_c
-        y, h, c = self.rnn(x.transpose(0, 1), lengths, h0, c0)
+        y, h, c = self.rnn(x if self.time_major else x.transpose(0, 1), lengths, h0, c0)
         if self.stateful:
             self.state_h = h.detach()
             self.state_c = c.detach()
@@ -307,11 +310,14 @@ class KerasRecurrent(nn.Module):
                 elif mask is not None and not self.zero_output_for_mask:
                     # Keras repeats the last kept output over the padding
                     seq = torch.where(mask.transpose(0, 1).unsqueeze(2), seq, h[0].unsqueeze(0))
-                outputs = [seq.transpose(0, 1)]
+                outputs = [seq if self.time_major else seq.transpose(0, 1)]
             else:
                 outputs = [h[0]]
         elif self.return_sequences:
-            outputs = self._merge(y[:, 0].transpose(0, 1), y[:, 1].transpose(0, 1))
+            if self.time_major:
+                outputs = self._merge(y[:, 0], y[:, 1])
+            else:
+                outputs = self._merge(y[:, 0].transpose(0, 1), y[:, 1].transpose(0, 1))
         else:
             outputs = self._merge(h[0], h[1])
         if self.return_state:

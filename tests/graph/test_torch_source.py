@@ -104,3 +104,47 @@ def test_torch_backend_converts_every_layer_class_the_onnx_backend_does():
 
     assert set(torch_registry.supported()) == set(onnx_registry.supported())
     assert set(onnx_activations.names()) <= {n for n in torch_activations.EXPRESSIONS if n} | {"hard_sigmoid"}
+
+
+def test_torch_backend_converts_the_tf_functions_the_onnx_backend_does():
+    from rnnx.graph.to_onnx.layers import tf_ops as onnx_tf_ops
+    from rnnx.graph.to_torch.layers import tf_ops as torch_tf_ops
+
+    for table in ("BINARY", "UNARY", "REDUCE"):
+        assert set(getattr(torch_tf_ops, table)) == set(getattr(onnx_tf_ops, table)), table
+    assert set(torch_tf_ops.FUNCTIONS) == set(onnx_tf_ops._FUNCTIONS)
+
+
+def test_unconverted_tf_function_is_refused_by_layer_and_function(tmp_path, cli):
+    import tensorflow as tf
+    import tf_keras
+
+    x = tf_keras.Input((5, 4))
+    y = tf.math.cumsum(tf_keras.layers.LSTM(3, return_sequences=True)(x), axis=1)
+    src, dst = tmp_path / "cumsum.h5", tmp_path / "cumsum.py"
+    tf_keras.Model(x, y).save(src)
+    result = cli("convert", src, dst, "--to", "torch-model")
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip()
+    assert "Traceback" not in message and message.count("\n") == 0, message
+    assert "'tf.math.cumsum'" in message and "TFOpLambda" in message and "PyTorch model export" in message, message
+    assert not dst.exists() and not dst.with_suffix(".safetensors").exists()
+
+
+def test_tf_op_constant_beyond_float32_is_infinity_as_in_tf_keras(tmp_path):
+    """tf_keras casts a constant to float32 (1e39 -> inf); the generated code spells it float('inf'), as
+    Python has no literal for it."""
+    import tensorflow as tf
+    import tf_keras
+
+    x = tf_keras.Input((5, 4))
+    y = tf.math.multiply(tf_keras.layers.LSTM(3, return_sequences=True)(x), 1e39)
+    keras_model = tf_keras.Model(x, y)
+    src, dst = tmp_path / "inf.h5", tmp_path / "inf.py"
+    keras_model.save(src)
+    rnnx.convert(src, dst, to="torch-model")
+    assert "float('inf')" in dst.read_text()
+    feeds = [np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)]
+    expected = keras_predict(keras_model, feeds)[0]
+    assert np.isinf(expected).any()
+    np.testing.assert_array_equal(run_torch(import_model(dst), feeds)[0], expected)

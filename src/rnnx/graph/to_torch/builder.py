@@ -5,13 +5,13 @@ from __future__ import annotations
 from ...canonical import Bundle
 from ...errors import FormatError, UsageError
 from .. import config as keras_config
+from ..to_onnx.builder import _MASK_CONSUMERS as MASK_CONSUMERS  # noqa: PLC2701  (the same layers read masks)
+from ..to_onnx.builder import _resolved  # noqa: PLC2701  (TensorRefs in operands / kwargs -> values)
 from ..to_onnx.builder import _weights_by_name  # noqa: PLC2701  (one weight lookup for both backends)
 from ..to_onnx.context import Context, LayerCall
 from .layers.core import IDENTITY_LAYERS
 from .program import Program, Value, literal
 from .registry import lookup
-
-MASK_CONSUMERS = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional"}
 
 
 def build_program(bundle: Bundle) -> tuple[Program, keras_config.ModelSpec, list[str], list[Value]]:
@@ -58,8 +58,9 @@ def _evaluate(prog: Program, model: keras_config.ModelSpec, prefix: str, feeds: 
             for j, mask in enumerate(call.masks[:len(call.inputs)]):
                 if mask is not None:  # a mask Keras 3 passed explicitly wins over the propagated one
                     inputs[j] = inputs[j].derive(inputs[j].var, mask=tensors[_key(mask)].var)
-            operands = [tensors[_key(a)] if isinstance(a, keras_config.TensorRef) else a for a in call.operands]
-            for i, value in enumerate(_convert_call(prog, spec, k, prefix, inputs, keras_major, operands)):
+            operands = _resolved(call.operands, tensors)
+            for i, value in enumerate(_convert_call(prog, spec, k, prefix, inputs, keras_major, operands,
+                                                    _resolved(call.kwargs, tensors))):
                 tensors[(spec.name, k + spec.node_offset, i)] = value
             pending.remove((spec, k))
     missing = [r for r in model.outputs if _key(r) not in tensors]
@@ -69,10 +70,19 @@ def _evaluate(prog: Program, model: keras_config.ModelSpec, prefix: str, feeds: 
 
 
 def _convert_call(prog: Program, spec, node_index: int, prefix: str, inputs: list[Value], keras_major: int,
-                  operands: list) -> list[Value]:
+                  operands: list, kwargs: dict) -> list[Value]:
     if spec.model is not None:
         return _evaluate(prog, spec.model, f"{prefix}{spec.name}/", inputs, keras_major)
-    call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands)
+    call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands,
+                     kwargs)
+    recorded = spec.calls[node_index] if node_index < len(spec.calls) else None
+    if keras_major == 3 and recorded is not None and recorded.initial_state and not recorded.masks \
+            and inputs[0].mask is not None and spec.class_name in MASK_CONSUMERS:
+        note = (f"Layer {call.name!r} is masked and called with initial_state=: Keras 3 (3.15) ignores the mask "
+                f"there and predicts as if there were none; the PyTorch model keeps the mask, as tf_keras does "
+                f"(pass mask= explicitly in Keras 3 to get the same numbers).")
+        if note not in prog.notes:
+            prog.notes.append(note)
     convert = lookup(spec.class_name, call.name)
     prog.comment(f"{literal(call.name)} ({spec.class_name})" + (" is an identity at inference"
                                                                if spec.class_name in IDENTITY_LAYERS else ""))

@@ -99,6 +99,16 @@ class Program:
             self.state[f"{attr}.{key}"] = np.ascontiguousarray(array)
         return attr
 
+    def constant(self, call: LayerCall, array: np.ndarray) -> str:
+        """A constant tensor argument of layer `call` (a tf_keras TF op's), held in the state dict as a
+        parameter that does not train; returns the attribute."""
+        attr = self.identifier(f"{call.scope}_constant", local=False)
+        shape = ", ".join(str(d) for d in array.shape)
+        self.modules.append(Module(attr, f"nn.Parameter(torch.zeros([{shape}]), requires_grad=False)",
+                                   f"constant argument of {literal(call.name)} ({call.class_name})"))
+        self.state[attr] = np.ascontiguousarray(array)
+        return attr
+
     def let(self, hint: str, expr: str, comment: str = "") -> str:
         """`var = expr` as a line of forward(); returns var."""
         var = self.identifier(hint)

@@ -24,7 +24,7 @@ def converter(*class_names: str):
 
 
 def lookup(class_name: str, layer_name: str) -> Callable:
-    from .layers import conv, core, dense, merge, norm, ops, recurrent, shape, wrappers  # noqa: F401  (registers)
+    from .layers import conv, core, dense, merge, norm, ops, recurrent, shape, tf_ops, wrappers  # noqa: F401
 
     try:
         return CONVERTERS[class_name]

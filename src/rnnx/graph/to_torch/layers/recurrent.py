@@ -1,4 +1,4 @@
-"""LSTM, GRU, SimpleRNN, CuDNNLSTM, CuDNNGRU and Bidirectional as rnnx.torch_nn.KerasRecurrent.
+"""LSTM, GRU, SimpleRNN, CuDNNLSTM, CuDNNGRU, RNN(cell) and Bidirectional as rnnx.torch_nn.KerasRecurrent.
 
 The weights come canonical from the Keras reader (CuDNN kernels already untangled; gate blocks
 in cuDNN order, which is PyTorch's). The cell runs in nn.LSTM / nn.GRU / nn.RNN (FastLSTM /
@@ -7,7 +7,11 @@ GRU, a tanh or relu SimpleRNN, and no mask reaching the layer. Anything else (Ke
 hard_sigmoid, reset-before GRUs, masks as lengths) runs in torch_nn.RecurrentLoop. Around the
 cell KerasRecurrent does what Keras does, as the ONNX backend does (to_onnx/layers/recurrent.py):
 a mask becomes per-row lengths (exact for right-padded batches), go_backwards, return_sequences,
-return_state, merge modes, initial_state, stateful states carried between calls.
+return_state, merge modes, initial_state, stateful states carried between calls, time_major.
+
+`RNN(LSTMCell / GRUCell / SimpleRNNCell)` is the layer of its cell (also inside Bidirectional);
+`RNN(StackedRNNCells)` is one KerasRecurrent per cell, the canonical layer "<rnn>/<cell name>", each
+reading the whole sequence of the one before, as the ONNX backend chains its nodes.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from ....canonical.activations import RELU, SIGMOID, TANH
 from ....canonical.model import DEFAULT_ACTIVATIONS
 from ....errors import UnsupportedError
 from ...to_onnx.layers.recurrent import RECURRENT_CLASSES
-from ..program import Program, Value, py
+from ...to_onnx.layers.recurrent import _cell_call as cell_call  # noqa: PLC2701  (one reading of RNN(cell))
+from ...to_onnx.layers.recurrent import _STATES_OF_CELL as STATES_OF_CELL  # noqa: PLC2701
+from ..program import Program, Value, literal, py
 from ..registry import converter
 
 WRAPPER_DEFAULTS = {"directions": 1, "go_backwards": False, "return_sequences": False, "return_state": False,
-                    "merge_mode": "concat", "zero_output_for_mask": False, "stateful": False}
+                    "merge_mode": "concat", "zero_output_for_mask": False, "stateful": False, "time_major": False}
 FAST_ACTIVATIONS = {"lstm": ((SIGMOID, TANH, TANH),), "gru": ((SIGMOID, TANH),), "rnn": ((TANH,), (RELU,))}
 
 
@@ -31,10 +37,53 @@ def recurrent(prog: Program, call, inputs: list[Value]) -> list[Value]:
     return _layer(prog, call, call.config, inputs, directions=1, merge_mode="concat")
 
 
+@converter("RNN")
+def rnn(prog: Program, call, inputs: list[Value]) -> list[Value]:
+    """RNN(cell): a built-in cell is its layer; StackedRNNCells is a chain of layers, one per cell."""
+    cell = call.config.get("cell") or {}
+    if cell.get("class_name") == "StackedRNNCells":
+        return _stacked(prog, call, inputs, (cell.get("config") or {}).get("cells") or [])
+    return recurrent(prog, cell_call(call), inputs)
+
+
+def _stacked(prog: Program, call, inputs: list[Value], cells: list) -> list[Value]:
+    """RNN(StackedRNNCells([...])): cell k reads the whole output sequence of cell k-1 (in input time order,
+    zeros over the padding, which the next cell skips as it gets the same mask), which is what Keras computes
+    step by step; the last cell gives the RNN's outputs. return_state: every cell's states in order."""
+    if not cells:
+        raise UnsupportedError(f"Layer {call.name!r} is an RNN around an empty StackedRNNCells.")
+    given = inputs[1:]
+    counts = [STATES_OF_CELL.get(c.get("class_name"), 1) if isinstance(c, dict) else 1 for c in cells]
+    if given and len(given) != sum(counts):
+        raise UnsupportedError(f"Layer {call.name!r} (RNN) is called with {len(given)} initial state tensors; its "
+                               f"{len(cells)} stacked cells have {sum(counts)}.")
+    x, states, start = inputs[0], [], 0
+    for k, cell in enumerate(cells):
+        cell_name = (cell.get("config") or {}).get("name") if isinstance(cell, dict) else None
+        sub = cell_call(call, cell, f"{call.name}/{cell_name or k}")
+        last = k == len(cells) - 1
+        prog.comment(f"cell {k + 1} of {len(cells)}: {literal(sub.name)} (" + (
+            "its outputs are the RNN's)" if last else "its whole sequence feeds the next cell)"))
+        # an inner cell returns its sequence in input time order (go_backwards only runs it reversed)
+        overrides = {} if last else {"return_sequences": True, "keras_order": False,
+                                     "zero_output_for_mask": True if x.mask is not None else None}
+        outputs = _layer(prog, sub, sub.config, [x, *given[start:start + counts[k]]], directions=1,
+                         merge_mode="concat", **overrides)
+        start += counts[k]
+        x = outputs[0]
+        states += outputs[1:]
+    return [x, *states]
+
+
 @converter("Bidirectional")
 def bidirectional(prog: Program, call, inputs: list[Value]) -> list[Value]:
     inner = call.inner()
-    if inner.class_name not in RECURRENT_CLASSES:
+    if inner.class_name == "RNN":
+        if (inner.config.get("cell") or {}).get("class_name") == "StackedRNNCells":
+            raise UnsupportedError(f"Layer {call.name!r} is a Bidirectional around an RNN(StackedRNNCells), which "
+                                   f"rnnx's PyTorch model export does not handle.")
+        inner = cell_call(inner)
+    if inner.class_name not in RECURRENT_CLASSES + ("RNN",):
         raise UnsupportedError(f"Layer {call.name!r} is a Bidirectional around a {inner.class_name}, which rnnx's "
                                f"PyTorch model export does not handle.")
     if inner.option("go_backwards", False):
@@ -47,10 +96,17 @@ def bidirectional(prog: Program, call, inputs: list[Value]) -> list[Value]:
     return _layer(prog, call, inner.config, inputs, directions=2, merge_mode=mode)
 
 
-def _layer(prog: Program, call, config: dict, inputs: list[Value], directions: int, merge_mode) -> list[Value]:
-    if config.get("time_major", False):
-        raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) is time-major; rnnx's PyTorch model "
-                               f"export handles batch-major recurrent layers.")
+def _layer(prog: Program, call, config: dict, inputs: list[Value], directions: int, merge_mode,
+           return_sequences: bool | None = None, keras_order: bool = True,
+           zero_output_for_mask: bool | None = None) -> list[Value]:
+    """The KerasRecurrent call of one layer. The keyword overrides serve a stacked cell that feeds the next:
+    its sequence whatever the config says, in input time order (keras_order=False: go_backwards runs the cell
+    reversed but does not reverse what it returns), zeros over the padding."""
+    time_major = bool(config.get("time_major", False))
+    if time_major and inputs[0].mask is not None:
+        raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) is time-major and masked; rnnx's PyTorch "
+                               f"model export handles masks on batch-major layers.")
+    sequences = bool(config.get("return_sequences", False)) if return_sequences is None else return_sequences
     layer = prog.ctx.recurrent(call)
     if layer.num_directions != directions:
         raise UnsupportedError(f"Layer {call.name!r} ({call.class_name}) was read with {layer.num_directions} "
@@ -67,10 +123,12 @@ def _layer(prog: Program, call, config: dict, inputs: list[Value], directions: i
         class_name, args, kwargs, params = core_module(layer, direction, fast=is_fast(layer) and x.mask is None)
         rnn = construction(class_name, args, kwargs)
         stateful = bool(config.get("stateful", False))
-        options = {"directions": directions, "go_backwards": go_backwards,
-                   "return_sequences": bool(config.get("return_sequences", False)),
+        zero_padding = bool(config.get("zero_output_for_mask", False)) if zero_output_for_mask is None \
+            else zero_output_for_mask
+        options = {"directions": directions, "go_backwards": go_backwards and keras_order,
+                   "return_sequences": sequences,
                    "return_state": bool(config.get("return_state", False)), "merge_mode": merge_mode,
-                   "zero_output_for_mask": bool(config.get("zero_output_for_mask", False)), "stateful": stateful}
+                   "zero_output_for_mask": zero_padding, "stateful": stateful, "time_major": time_major}
         shown = "".join(f", {k}={v!r}" for k, v in options.items() if v != WRAPPER_DEFAULTS[k])
         wrapper = f"rnnx_nn.KerasRecurrent({rnn}, {layer.cell!r}{shown})"
         attr = prog.module(call, wrapper, {f"rnn.{k}": v for k, v in params.items()})
@@ -85,7 +143,6 @@ def _layer(prog: Program, call, config: dict, inputs: list[Value], directions: i
     lhs = f"{targets[0]} = " if count == 1 else f"{', '.join(targets)} = "
     call_text = f"self.{attr}({x.var}, {x.mask or 'None'}, {states})"
     prog.emit(lhs + call_text + ("[0]" if count == 1 else ""))
-    sequences = bool(config.get("return_sequences", False))
     n_main = 2 if merge_mode is None and directions == 2 else 1
     outputs = [Value(t, 3 if sequences else 2, x.mask if sequences else None) for t in targets[:n_main]]
     return outputs + [Value(t, 2) for t in targets[n_main:]]
