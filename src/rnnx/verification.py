@@ -34,9 +34,9 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
         raise UsageError(nothing_to_verify(bundle))
     fmt = formats.for_writing(dst, to) if to else formats.for_reading(dst)
     runner = formats.load_module(fmt, "run_layer")
-    held = _held_layers(dst, fmt) if len(bundle.layers) > 1 else None
-    if held and len(held) < len(bundle.layers):
-        raise UsageError(subset_message(bundle, held, dst))
+    in_target = _held_layers(dst, fmt) if len(bundle.layers) > 1 else None
+    if in_target and len(in_target) < len(bundle.layers):
+        raise UsageError(subset_message(bundle, in_target, dst))
     rng = np.random.default_rng(seed)
     results = []
     partners = None
@@ -54,7 +54,7 @@ def verify_bundle(bundle: Bundle, dst: Path, to: str | None = None, tolerance: f
             except (FormatError, UsageError):  # the target's own lookup found no layer of that name
                 if layer.name != source_name:
                     raise
-                partners = partners if partners is not None else _partners(bundle, dst, fmt, held)
+                partners = partners if partners is not None else _partners(bundle, dst, fmt, in_target)
                 partner = partners.get(source_name)
                 if partner is None:
                     raise
