@@ -36,7 +36,7 @@ def assert_no_open_findings(result):
 
 @pytest.mark.parametrize("target", FIXED_SEED_TARGETS)
 def test_fixed_seed_fuzz_run(target, tmp_path):
-    proc, results = fuzz("--target", target, "--runs", RUNS, "--seconds", 120, "--seed", 1,
+    proc, results = fuzz("--target", target, "--runs", RUNS, "--seconds", 120, "--seed", 1, "--input-timeout", 5,
                          "--findings", tmp_path)
     assert len(results) == 1, proc.stdout + proc.stderr
     result = results[0]
