@@ -17,6 +17,8 @@ EPILOG = """exit status: 0 success, 1 a verification failed, 2 bad input, unsupp
 formats (by suffix, or --to): """ + "; ".join(
     f"{f.name} ({', '.join(f.suffixes)})" for f in formats.FORMATS)
 
+INSPECT_TIMEOUT_S = 60  # far above what inspect takes on large files (0.6 s for 17 MB), short for a stuck server
+
 
 FORGET_BIAS_HELP = ("TF1 checkpoints: the forget_bias the LSTM cells were built with (default: from the .meta "
                     "graph, else TensorFlow's default for the cell)")
@@ -112,9 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
                    description="Convert a small CuDNNLSTM model shipped with rnnx and compare the result "
                    "with the outputs tf_keras computed for the original.")
     return p
-
-
-INSPECT_TIMEOUT_S = 60  # far above what inspect takes on large files (0.6 s for 17 MB), short for a stuck server
 
 
 def _timeout_option(parser, default) -> None:
