@@ -52,6 +52,7 @@ class Target:
     make_seeds: str | None = None  # name of a function below writing generated seeds into a folder
     requires: str | None = None  # a module that must exist for the target to run (a reader still to land)
     wrap: str | None = None  # name of a function below turning the fuzzer's bytes into the file's bytes
+    companions: str | None = None  # name of a function below writing the files the input needs beside it
 
 
 TARGETS = {t.name: t for t in (
@@ -73,9 +74,13 @@ TARGETS = {t.name: t for t in (
     # the model_config attribute of a valid Keras 2 full-model file
     Target("keras2-config", ".h5", ("rnnx.formats.keras2.h5", "rnnx.formats.keras2.config"),
            make_seeds="keras2_config_seeds", wrap="keras2_file"),
-    # The TensorFlow readers read folders and checkpoint prefixes: their target needs a writer of
-    # the input layout (see worker_path) and lands with them.
-    Target("tensorflow", ".index", ("rnnx.formats.tf_format",), corpus_seeds=("tensorflow/*/*.index",),
+    # A checkpoint is a prefix: the fuzzed bytes are the .index of base checkpoint data[0], whose data
+    # shard (and .meta) lie beside it (the shards' own bytes are guarded by the CRC32C the index holds).
+    Target("tensorflow", ".index", ("rnnx.formats.tf_format.bundle", "rnnx.formats.tf_format.checkpoint",
+                                    "rnnx.formats.tf_format.protos", "rnnx.formats.tf_format.object_graph",
+                                    "rnnx.formats.tf_format.keras_model", "rnnx.formats.tf_format.tf1",
+                                    "rnnx.formats.tf_format.tf1_meta", "rnnx.formats.tf_format.savedmodel"),
+           make_seeds="tf_checkpoint_seeds", wrap="tf_checkpoint_index", companions="tf_checkpoint_companions",
            requires="rnnx.formats.tf_format"),
 )}
 ALWAYS_INSTRUMENTED = ("rnnx.api", "rnnx.formats", "rnnx.report", "rnnx.canonical", "rnnx.io")
@@ -166,8 +171,44 @@ def keras2_file(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
+TF_CHECKPOINT_BASES = ("tensorflow/lstm_ckpt/ckpt", "tensorflow/bidir_ckpt/ckpt", "tensorflow/gru_after_ckpt/ckpt",
+                       "tf1/multi_rnn_stack/model.ckpt", "tf1/bidirectional_lstm/model.ckpt")
+
+
+def tf_checkpoint_seeds(folder: Path) -> None:
+    """One seed per base checkpoint: its index byte, then its own .index."""
+    for i, rel in enumerate(TF_CHECKPOINT_BASES):
+        (folder / f"index-{i}.bin").write_bytes(bytes([i]) + (FIXTURES / f"{rel}.index").read_bytes())
+
+
+def tf_checkpoint_index(data: bytes) -> bytes:
+    return data[1:]
+
+
+def tf_checkpoint_companions(data: bytes, path: Path) -> None:
+    """The data shard (and .meta) of base checkpoint data[0] beside `path` (prefix.index)."""
+    import shutil
+
+    base = FIXTURES / TF_CHECKPOINT_BASES[(data[0] if data else 0) % len(TF_CHECKPOINT_BASES)]
+    prefix = path.with_suffix("")
+    for old in path.parent.glob(f"{prefix.name}.data-*"):
+        old.unlink()
+    for extra in base.parent.glob(f"{base.name}.*"):
+        if extra.suffix != ".index":
+            shutil.copyfile(extra, path.parent / f"{prefix.name}{extra.name[len(base.name):]}")
+    if not (base.parent / f"{base.name}.meta").exists():
+        path.with_suffix(".meta").unlink(missing_ok=True)
+
+
 def file_bytes(target: Target, data: bytes) -> bytes:
     return globals()[target.wrap](data) if target.wrap else data
+
+
+def write_input(target: Target, path: Path, data: bytes) -> None:
+    """The input as the reader meets it: the file, and the files a target needs beside it."""
+    path.write_bytes(file_bytes(target, data))
+    if target.companions:
+        globals()[target.companions](data, path)
 
 
 def seed_files(target: Target) -> list[Path]:
@@ -208,7 +249,7 @@ def checker(target: Target, scratch: Path, rnnx):
         if not started:  # after libFuzzer's handlers: a segfault prints the Python stack, then theirs run
             faulthandler.enable()
             started.append(True)
-        path.write_bytes(file_bytes(target, data))
+        write_input(target, path, data)
         # a C thread prints the Python stack of an input about to time out, so a hang in native code
         # still says where rnnx called it
         faulthandler.dump_traceback_later(stack_after)
@@ -232,7 +273,10 @@ def replay_one() -> None:
     scratch = Path(os.environ["RNNX_FUZZ_SCRATCH"])
     data = Path(os.environ["RNNX_FUZZ_INPUT"]).read_bytes()
     path = scratch / f"input{target.suffix}"
-    path.write_bytes(data)
+    if target.companions:  # a saved input holds the fuzzer's bytes, as for wrapped targets
+        write_input(target, path, data)
+    else:
+        path.write_bytes(data)
     started = time.monotonic()
     try:
         rnnx.inspect(path)
@@ -311,7 +355,9 @@ def fuzz_target(target: Target, seconds: float | None, runs: int | None, seed: i
         finding = describe_finding(text, code)
         artifact = ARTIFACT.findall(text)
         if artifact and Path(artifact[-1]).is_file():
-            data = file_bytes(target, Path(artifact[-1]).read_bytes())  # a reproducer is a file a user could have
+            data = Path(artifact[-1]).read_bytes()
+            if not target.companions:  # a reproducer is a file a user could have (else: the fuzzer's bytes)
+                data = file_bytes(target, data)
             name = f"{finding['kind']}-{hashlib.sha1(data).hexdigest()[:12]}"
             findings_dir.mkdir(parents=True, exist_ok=True)
             (findings_dir / f"{name}{target.suffix}").write_bytes(data)
@@ -372,7 +418,7 @@ def contained(target: Target, data: bytes, seconds: int) -> bool:
     """Whether `rnnx inspect --timeout` ends on this input with exit 2 in time (the watchdog's promise)."""
     with tempfile.TemporaryDirectory(prefix="rnnx-contain-") as folder:
         path = Path(folder) / f"input{target.suffix}"
-        path.write_bytes(data)
+        write_input(target, path, data) if target.companions else path.write_bytes(data)
         env = {**os.environ, "PYTHONWARNINGS": "ignore",
                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         try:

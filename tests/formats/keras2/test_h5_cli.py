@@ -15,7 +15,9 @@ PROBE = """
 import json, sys, time
 from rnnx.cli import main
 start = time.perf_counter()
-rc = main(sys.argv[1:])
+# inspect reads in a watchdog child by default: --timeout 0 keeps the work in this process,
+# so its sys.modules tell what reading imported
+rc = main(sys.argv[1:] + (["--timeout", "0"] if sys.argv[1] == "inspect" else []))
 seconds = time.perf_counter() - start
 heavy = sorted(m for m in %r if m in sys.modules)
 print("PROBE " + json.dumps({"rc": rc, "seconds": seconds, "heavy": heavy}), file=sys.stderr)

@@ -11,7 +11,9 @@ HEAVY = ("tensorflow", "tf_keras", "keras", "torch", "jax")
 PROBE = """
 import json, sys
 from rnnx.cli import main
-rc = main(sys.argv[1:])
+# inspect reads in a watchdog child by default: --timeout 0 keeps the work in this process,
+# so its sys.modules tell what reading imported
+rc = main(sys.argv[1:] + (["--timeout", "0"] if sys.argv[1] == "inspect" else []))
 heavy = sorted(m for m in %r if m in sys.modules)
 print("PROBE " + json.dumps({"rc": rc, "heavy": heavy}), file=sys.stderr)
 """ % (HEAVY,)
