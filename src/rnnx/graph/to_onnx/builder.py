@@ -8,6 +8,7 @@ from onnx import TensorProto, helper
 from ...canonical import Bundle
 from ...errors import FormatError, UsageError
 from .. import config as keras_config
+from .. import walk
 from .context import Context, LayerCall, Value
 from .registry import lookup
 
@@ -143,44 +144,13 @@ def _graph_input(ctx: Context, name: str, model: keras_config.ModelSpec, time_ma
 def _evaluate(ctx: Context, model: keras_config.ModelSpec, prefix: str, feeds: list[Value],
               keras_major: int) -> list[Value]:
     """Convert every call of every layer of `model` once its inputs exist; returns the model's outputs."""
-    if len(feeds) != len(model.inputs):
-        raise FormatError(f"Model {model.name!r} takes {len(model.inputs)} inputs but is called with {len(feeds)}.")
-    tensors = {_key(ref): value for ref, value in zip(model.inputs, feeds)}
-    pending = [(spec, k) for spec in model.layers if spec.class_name != "InputLayer"
-               for k in range(len(spec.calls))]
-    while pending:
-        ready = [(spec, k) for spec, k in pending if all(_key(r) in tensors for r in spec.calls[k].tensors)]
-        if not ready:
-            spec, k = pending[0]
-            missing = [r.layer for r in spec.calls[k].inputs if _key(r) not in tensors]
-            raise FormatError(f"Layer {prefix}{spec.name!r} of model {model.name!r} takes tensors no layer "
-                              f"produces ({', '.join(missing)}).")
-        for spec, k in ready:
-            call = spec.calls[k]
-            inputs = [tensors[_key(r)] for r in call.inputs + call.initial_state]
-            for j, mask in enumerate(call.masks[:len(call.inputs)]):
-                if mask is not None:  # a mask Keras 3 passed explicitly wins over the propagated one
-                    inputs[j] = inputs[j].derive(inputs[j].name, mask=tensors[_key(mask)].name)
-            operands = _resolved(call.operands, tensors)
-            for i, value in enumerate(_convert_call(ctx, spec, k, prefix, inputs, keras_major, operands,
-                                                    _resolved(call.kwargs, tensors))):
-                tensors[(spec.name, k + spec.node_offset, i)] = value
-            pending.remove((spec, k))
-    missing = [r for r in model.outputs if _key(r) not in tensors]
-    if missing:
-        raise FormatError(f"Model {model.name!r} names outputs no layer produces: {missing}.")
-    return [tensors[_key(r)] for r in model.outputs]
+    def convert_call(spec, node_index, prefix, inputs, operands, kwargs):
+        return _convert_call(ctx, spec, node_index, prefix, inputs, keras_major, operands, kwargs)
 
+    def masked(value: Value, mask: Value) -> Value:
+        return value.derive(value.name, mask=mask.name)
 
-def _resolved(value, tensors: dict):
-    """Operands or kwargs with each TensorRef (also inside lists and dicts) replaced by its Value."""
-    if isinstance(value, keras_config.TensorRef):
-        return tensors[_key(value)]
-    if isinstance(value, list):
-        return [_resolved(v, tensors) for v in value]
-    if isinstance(value, dict):
-        return {k: _resolved(v, tensors) for k, v in value.items()}
-    return value
+    return walk.evaluate(model, feeds, convert_call, masked, prefix)
 
 
 def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list[Value],
@@ -191,7 +161,7 @@ def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list
                      kwargs or {})
     recorded = spec.calls[node_index] if node_index < len(spec.calls) else None
     if keras_major == 3 and recorded is not None and recorded.initial_state and not recorded.masks \
-            and inputs[0].mask is not None and spec.class_name in _MASK_CONSUMERS:
+            and inputs[0].mask is not None and spec.class_name in walk.MASK_CONSUMERS:
         note = (f"Layer {call.name!r} is masked and called with initial_state=: Keras 3 (3.15) ignores the mask "
                 f"there and predicts as if there were none; the ONNX graph keeps the mask, as tf_keras does (pass "
                 f"mask= explicitly in Keras 3 to get the same numbers).")
@@ -203,7 +173,7 @@ def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list
     except (KeyError, TypeError, IndexError) as exc:  # a config entry missing or of the wrong kind
         raise FormatError(f"Layer {call.name!r} ({spec.class_name}): its Keras config is incomplete or malformed "
                           f"({type(exc).__name__}: {exc}); the file is damaged or not written by Keras.") from None
-    if any(v.mask is not None for v in inputs) and spec.class_name in _MASK_CONSUMERS:
+    if any(v.mask is not None for v in inputs) and spec.class_name in walk.MASK_CONSUMERS:
         note = ("A Keras mask reaches a recurrent layer; it becomes the ONNX sequence_lens (the count of kept "
                 "steps), which is exact for right-padded batches.")
         if note not in ctx.notes:
@@ -211,8 +181,4 @@ def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list
     return outputs
 
 
-_MASK_CONSUMERS = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional", "RNN"}
 
-
-def _key(ref) -> tuple:
-    return (ref.layer, ref.node_index, ref.tensor_index)
