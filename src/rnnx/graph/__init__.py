@@ -3,13 +3,15 @@
 Two parts:
 - the Keras model graph, shared by every whole-model target: `config.py` parses a model's own
   config (Keras 2 model_config, a `model.to_json()` file, or a Keras 3 config.json) into one
-  layer graph (`ModelSpec`: layers, their calls, the model's inputs and outputs). It knows
-  nothing of ONNX; a second backend (PyTorch) reads the same graph.
+  layer graph (`ModelSpec`: layers, their calls, the model's inputs and outputs), and `walk.py`
+  visits its calls in order. They know nothing of ONNX or PyTorch.
 - the ONNX backend, `to_onnx/`: one small converter per Keras layer class adds ONNX nodes
   (see to_onnx/registry.py and to_onnx/layers/). Recurrent layers become real ONNX LSTM / GRU /
   RNN ops. No TensorFlow is imported. The tf2onnx engine (`engine="tf2onnx"`,
   to_onnx/tf2onnx_engine.py) loads the model in tf_keras and hands it to tf2onnx instead; it
   needs the `tf` extra.
+- the PyTorch backend, `to_torch/`: the same walk writing the source of an nn.Module
+  (`to_torch/writer.py`, the `torch-model` format).
 """
 
 from __future__ import annotations
