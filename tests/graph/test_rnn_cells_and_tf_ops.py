@@ -48,3 +48,37 @@ def test_unconverted_tf_op_is_refused_by_layer_and_function(tmp_path, cli):
     # tf_keras names the layer tf.math.cumsum, or tf.math.cumsum_N after earlier models in the same process
     assert re.search(r"'tf\.math\.cumsum(_\d+)?' \(TFOpLambda\)", message) and "calls tf.math.cumsum" in message, message
     assert "--engine tf2onnx" in message and not dst.exists()
+
+
+def test_tf_keras_stacked_cells_with_nested_initial_states(tmp_path):
+    """tf_keras records the initial states of an RNN(StackedRNNCells) as nested inbound entries, one list
+    per cell; both whole-model backends read them and compute what tf_keras computes."""
+    import sys
+    from pathlib import Path
+
+    import onnxruntime as ort
+    import tf_keras
+
+    import rnnx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_helpers import import_model, run_torch
+
+    L = tf_keras.layers
+    x, h0, c0, h1 = L.Input((5, 3)), L.Input((4,)), L.Input((4,)), L.Input((2,))
+    y = L.RNN([L.LSTMCell(4), L.GRUCell(2)], return_sequences=True)(x, initial_state=[[h0, c0], h1])
+    model = tf_keras.Model([x, h0, c0, h1], y)
+    model.save(tmp_path / "stacked.h5")
+    rng = np.random.default_rng(0)
+    feeds = [rng.normal(size=(3, *i.shape[1:])).astype(np.float32) for i in model.inputs]
+    want = np.asarray(model(feeds, training=False))
+    zero_states = np.asarray(model([feeds[0]] + [np.zeros_like(f) for f in feeds[1:]], training=False))
+    assert np.abs(zero_states - want).max() > 1e-2  # the states change the output: a dropped state would show
+
+    rnnx.convert(tmp_path / "stacked.h5", tmp_path / "stacked.onnx")
+    session = ort.InferenceSession(str(tmp_path / "stacked.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {i.name: f for i, f in zip(session.get_inputs(), feeds)})[0]
+    assert np.abs(got - want).max() <= 1e-5
+    rnnx.convert(tmp_path / "stacked.h5", tmp_path / "stacked.py", to="torch-model")
+    (got,) = run_torch(import_model(tmp_path / "stacked.py"), feeds)
+    assert np.abs(got - want).max() <= 1e-5

@@ -244,8 +244,20 @@ def _parse_call(node, class_name: str = "") -> Call:
     if class_name in TF_OP_CLASSES:
         return _tf_op_call(node)
     # Keras 2: [[name, node_index, tensor_index, kwargs], ...]; extra tensors of a recurrent call
-    # are its initial states (tf_keras appends them to the call's inputs).
-    return Call([TensorRef(item[0], int(item[1]), int(item[2])) for item in node])
+    # are its initial states (tf_keras appends them to the call's inputs; an RNN(StackedRNNCells)'s
+    # are nested, one list per cell).
+    return Call([TensorRef(item[0], int(item[1]), int(item[2])) for item in _flat_entries(node)])
+
+
+def _flat_entries(node) -> list:
+    """The [name, node_index, tensor_index, kwargs] entries of a Keras 2 inbound node, nested lists flattened."""
+    flat = []
+    for item in node:
+        if isinstance(item, list) and item and isinstance(item[0], list):
+            flat.extend(_flat_entries(item))
+        else:
+            flat.append(item)
+    return flat
 
 
 def _tf_op_call(node) -> Call:
