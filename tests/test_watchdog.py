@@ -116,7 +116,8 @@ def test_timeout_1_on_a_conversion_that_is_only_slow(fixtures, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("path", sorted(REGRESSIONS.parent.glob("*/libhdf5_*")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(p for p in REGRESSIONS.parent.glob("*/libhdf5_*") if "_oom_" not in p.name),
+                         ids=lambda p: p.name)
 def test_fuzzed_files_that_hang_or_crash_libhdf5_end_with_exit_2(path):
     proc, elapsed = run(["-m", "rnnx", "inspect", path, "--timeout", "3"])
     assert proc.returncode == 2 and elapsed < 30, proc.stderr
@@ -189,3 +190,24 @@ def test_the_inspect_child_imports_no_framework(corpus):
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     assert {"h5py", "rnnx"} <= imported  # the log does hold the reader's imports
     assert not imported & {"torch", "tensorflow", "tf_keras", "keras", "jax"}
+
+
+MAX_RSS_OF_DESCENDANTS = """
+import resource, subprocess, sys
+proc = subprocess.run([sys.executable, "-m", "rnnx", "inspect", sys.argv[1]], capture_output=True, text=True)
+sys.stderr.write(proc.stderr)
+print(proc.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # KiB, the largest descendant
+"""
+
+
+@pytest.mark.parametrize("path", sorted(REGRESSIONS.parent.glob("*/libhdf5_oom_*")), ids=lambda p: p.name)
+def test_fuzzed_files_that_make_libhdf5_allocate_gigabytes_end_within_the_memory_cap(path):
+    """Without a cap, libhdf5 allocated 2-4 GB for a global-heap object of these tiny files before failing; the
+    inspect child's data limit (watchdog.inspect_memory_cap) makes that allocation fail instead."""
+    from rnnx.watchdog import inspect_memory_cap
+
+    proc, _ = run(["-c", MAX_RSS_OF_DESCENDANTS, path])
+    code, max_rss_kib = map(int, proc.stdout.split())
+    assert code == 2, proc.stderr
+    assert "memory allocation failed" in one_sentence(proc.stderr)
+    assert max_rss_kib * 1024 <= inspect_memory_cap(path)

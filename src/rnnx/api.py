@@ -137,7 +137,10 @@ def inspect(path, timeout: float | None = None, **options) -> dict:
 
     path = Path(path)
     if _deadline(timeout):
-        return _watched(inspect, path, timeout=timeout, subject=f"reading {path}", **options)
+        from .watchdog import inspect_memory_cap
+
+        return _watched(inspect, path, timeout=timeout, subject=f"reading {path}",
+                        memory_cap=inspect_memory_cap(path), **options)
     return describe(load(path, shapes_only=True, **options))  # readers that can skip tensor data do
 
 

@@ -144,11 +144,12 @@ def _watched(args, timeout: float) -> int:
     """The command run by the watchdog: past `timeout` seconds it is stopped, with exit 2."""
     from pathlib import Path
 
-    from .watchdog import call
+    from .watchdog import call, inspect_memory_cap
 
     try:
         if args.command == "inspect":
-            return call(_run, args, timeout=timeout, subject=f"reading {args.path}")
+            return call(_run, args, timeout=timeout, subject=f"reading {args.path}",
+                        memory_cap=inspect_memory_cap(args.path))
         outputs = [Path(args.dst)] if args.command == "convert" else []
         subject = (f"converting {args.src} to {args.dst}" if args.command == "convert"
                    else f"verifying {args.dst} against {args.src}")

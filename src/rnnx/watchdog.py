@@ -11,6 +11,7 @@ keeps a native crash (libhdf5 dereferencing a damaged pointer) from taking the c
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import signal
 import sys
 import traceback
@@ -22,6 +23,24 @@ from .errors import DeadlineError, RnnxError, UsageError
 # framework). Elsewhere fork is unsafe (macOS) or missing (Windows): spawn, which imports rnnx afresh.
 START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 GRACE_AFTER_RESULT_S = 10  # a child that has sent its result but not exited (atexit work) is then killed
+
+
+# What reading for `inspect` may use: a floor for the interpreter, numpy, h5py, onnx and the readers'
+# own structures, plus a few times the input's size for the formats whose tensors inspect still reads
+# (ONNX tensors inside the protobuf, torch storages, Keras 3 weights). A damaged file that makes
+# libhdf5 allocate gigabytes for a tiny heap object then fails to allocate instead.
+INSPECT_MEMORY_FLOOR = 2 << 30
+INSPECT_MEMORY_PER_INPUT_BYTE = 3
+
+
+def inspect_memory_cap(path) -> int:
+    path = Path(path)
+    try:
+        files = [path] if not path.is_dir() else [p for p in path.rglob("*") if p.is_file()]
+        size = sum(p.stat().st_size for p in files)
+    except OSError:
+        size = 0  # the reader says what is wrong with the path
+    return INSPECT_MEMORY_FLOOR + INSPECT_MEMORY_PER_INPUT_BYTE * size
 
 
 def checked_timeout(timeout) -> float | None:
@@ -37,17 +56,19 @@ def checked_timeout(timeout) -> float | None:
     return seconds or None
 
 
-def call(func, *args, timeout: float, subject: str, outputs=(), **kwargs):
+def call(func, *args, timeout: float, subject: str, outputs=(), memory_cap: int | None = None, **kwargs):
     """func(*args, **kwargs) run in a child process; its result, or its exception raised here.
 
     `subject` names the work in the error ("reading model.h5"); `outputs` are the files the work
-    writes, whose temporary files are removed when the deadline passes."""
+    writes, whose temporary files are removed when the deadline passes. `memory_cap` (bytes) bounds
+    the child's data memory, where the platform can (RLIMIT_DATA): an allocation past it fails, in
+    libhdf5 as in numpy, instead of taking the machine's memory."""
     context = multiprocessing.get_context(START_METHOD)
     receiver, sender = context.Pipe(duplex=False)
     outputs = [Path(p) for p in outputs]
     before = {p: _state(p) for p in outputs}
     temporaries = {p: set(_temporaries(p)) for p in outputs}
-    child = context.Process(target=_child, args=(sender, func, args, kwargs), daemon=True)
+    child = context.Process(target=_child, args=(sender, func, args, kwargs, memory_cap, subject), daemon=True)
     child.start()
     sender.close()  # the child holds the only writing end: its death is an end of file here
     try:
@@ -79,9 +100,15 @@ def call(func, *args, timeout: float, subject: str, outputs=(), **kwargs):
     raise message[1]
 
 
-def _child(sender, func, args, kwargs) -> None:
+def _child(sender, func, args, kwargs, memory_cap=None, subject="the work") -> None:
+    if memory_cap is not None and hasattr(resource, "RLIMIT_DATA"):
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_cap, memory_cap))
     try:
         message = ("ok", func(*args, **kwargs))
+    except MemoryError:
+        message = ("error", RnnxError(
+            f"{subject} needed more than the {memory_cap / 2**30:.1f} GiB of memory rnnx allows it for a file "
+            f"of this size, so rnnx stopped it; the file claims more data than it holds or is damaged."), "")
     except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the parent
         message = ("error", exc, traceback.format_exc())
     try:
