@@ -1,11 +1,9 @@
 """ONNX LSTM / GRU / RNN nodes through onnx2torch.convert after `import rnnx.onnx2torch`; onnxruntime (and
 the ONNX standard's own expected outputs) are the oracle."""
 
-import glob
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -20,8 +18,10 @@ import onnx2torch
 
 TOLERANCE = 1e-5
 torch.set_num_threads(1)  # the step loop's small ops run far slower with two threads on a shared 2-core machine
-NODE_TESTS = sorted(Path(p).name for p in glob.glob(str(Path(__file__).resolve().parents[2] / "shared" / "corpus" /
-                                                          "onnx-node-tests" / "test_*")))
+# The ONNX standard's LSTM / GRU node tests in the corpus (named, so a missing corpus skips or fails them
+# through the corpus fixture instead of leaving an empty parameter list)
+NODE_TESTS = ("test_gru_batchwise", "test_gru_defaults", "test_gru_seq_length", "test_gru_with_initial_bias",
+              "test_lstm_batchwise", "test_lstm_defaults", "test_lstm_with_initial_bias", "test_lstm_with_peepholes")
 
 
 def _run_ort(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
