@@ -14,7 +14,6 @@ are measured.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
