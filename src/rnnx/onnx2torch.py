@@ -200,6 +200,56 @@ for _op, _versions in VERSIONS.items():
         add_converter(operation_type=_op, version=_version)(convert_node)
 
 
+class BatchNormAnyRank(nn.Module, OnnxToTorchModule):
+    """ONNX BatchNormalization with its statistics as buffers, for an input of any rank."""
+
+    def __init__(self, scale, bias, mean, var, epsilon: float, momentum: float):
+        super().__init__()
+        self.epsilon, self.momentum = epsilon, momentum
+        for name, value in (("weight", scale), ("bias", bias), ("running_mean", mean), ("running_var", var)):
+            self.register_buffer(name, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                        training=False, momentum=self.momentum, eps=self.epsilon)
+
+
+def _batch_norm_of_any_rank(converter):
+    """onnx2torch's BatchNormalization converter picks nn.BatchNorm1d / 2d / 3d from the input's rank as the
+    graph's value_info records it, and refuses a node whose input shape is not recorded ("spatial rank ==
+    -2": GTCRN's, before its GRU nodes). Inference batch normalisation is one formula at every rank, so such
+    a node gets the same computation from F.batch_norm; every other node keeps onnx2torch's own module."""
+    def convert(node, graph) -> OperationConverterResult:
+        try:
+            return converter(node, graph)
+        except NotImplementedError as exc:
+            weights = node.input_values[1:5]
+            if "spatial rank" not in str(exc) or len(node.output_values) != 1 or \
+                    not all(name in graph.initializers for name in weights):
+                raise
+        scale, bias, mean, var = (graph.initializers[name].to_torch() for name in weights)
+        attributes = node.attributes
+        module = BatchNormAnyRank(scale, bias, mean, var, attributes.get("epsilon", 1e-5),
+                                  1 - attributes.get("momentum", 0.9))
+        return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(
+            inputs=(node.input_values[0],), outputs=node.output_values))
+
+    return convert
+
+
+def _patch_batch_norm() -> None:
+    from onnx import defs
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+
+    for version in (9, 14, 15):
+        key = OperationDescription(domain=defs.ONNX_DOMAIN, operation_type="BatchNormalization", version=version)
+        if key in _CONVERTER_REGISTRY:
+            _CONVERTER_REGISTRY[key] = _batch_norm_of_any_rank(_CONVERTER_REGISTRY[key])
+
+
+_patch_batch_norm()
+
+
 def check_convertible(model) -> None:
     """Raise UnsupportedError naming the first node of `model` (an onnx.ModelProto) that onnx2torch, with
     these converters, cannot take: no converter for its operator, or its converter refuses it."""
