@@ -27,7 +27,8 @@ FORGET_BIAS_HELP = ("TF1 checkpoints: the forget_bias the LSTM cells were built 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rnnx", description="Move LSTM / GRU / SimpleRNN weights between Keras 2 (CuDNN layers too), "
-        "Keras 3, PyTorch and ONNX, and prove the result computes the same numbers.",
+        "Keras 3, TensorFlow SavedModels and checkpoints (read only), PyTorch and ONNX, turn whole Keras models "
+        "into ONNX graphs or PyTorch modules, and prove the result computes the same numbers.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"rnnx {__version__}")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
