@@ -372,17 +372,6 @@ def run_deploy(runs: int) -> str:
     return head + "\n" + "\n".join(rows)
 
 
-def write_deploy_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- bench-deploy: start -->", "<!-- bench-deploy: end -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} block in the deploying section")
-    before, rest = text.split(start, 1)
-    _, after = rest.split(end, 1)
-    readme.write_text(f"{before}{start}\n{table}\n{end}{after}")
-
-
 # --- PyTorch model export (--torch): the generated seed model against a hand-written nn.LSTM one ---------
 TORCH_LATENCY = textwrap.dedent("""
     import importlib.util, json, statistics, sys, time
@@ -479,17 +468,6 @@ def _torch_version() -> str:
     return version("torch")
 
 
-def write_torch_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- torch-bench: start -->", "<!-- torch-bench: end -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} block in the torch-model section")
-    before, rest = text.split(start, 1)
-    _, after = rest.split(end, 1)
-    readme.write_text(f"{before}{start}\n{table}\n{end}{after}")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="conversions per route (median wall time)")
@@ -519,13 +497,13 @@ def main(argv=None) -> int:
         table = torch_model_run(max(args.runs, 200))
         print(table)
         if args.write_readme:
-            write_torch_readme(table)
+            write_readme(table, "torch-bench")
         return 0
     if args.deploy:
         table = run_deploy(args.runs)
         print(table)
         if args.write_readme:
-            write_deploy_readme(table)
+            write_readme(table, "bench-deploy")
         return 0
     if args.suite in ("keras", "all"):
         table = run(args.repeats, args.runs)
