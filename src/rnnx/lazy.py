@@ -97,6 +97,8 @@ class LazyArray(NDArrayOperatorsMixin):
 
     def __setitem__(self, key, value):  # `a[k] = v`, `a[:4] *= 1.5`: from now on the array holds its values
         values = self.load()
+        if not values.flags.writeable:  # a read-only view of a mapped file
+            values = values.copy()
         values[key] = value
         self._written = values
         self.origin = None  # no longer what it was computed from

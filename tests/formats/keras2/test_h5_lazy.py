@@ -12,22 +12,37 @@ import rnnx
 from rnnx import lazy
 from rnnx.canonical import Bundle, OpaqueLayer
 from rnnx.errors import FormatError, UnsupportedError
+from rnnx.formats.keras2 import h5 as h5_reader
 
 KERAS2 = ("cudnn_stack", "cudnn_bidir", "cudnn_nested", "cpu_mix")
 
 
 @pytest.fixture
 def dataset_reads(monkeypatch) -> list[str]:
-    """Names of the HDF5 datasets whose data h5py reads (every path to the data goes through these)."""
+    """Names of the HDF5 datasets whose data is read: by the reader's `_values` (which maps plain datasets
+    and has h5py read the others) or by h5py anywhere else (every path to the data goes through these)."""
     reads: list[str] = []
+    inside = []
     for method in ("__getitem__", "read_direct", "__array__"):
         original = getattr(h5py.Dataset, method)
 
         def counted(self, *args, _original=original, **kwargs):
-            reads.append(self.name)
+            if not inside:
+                reads.append(self.name)
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(h5py.Dataset, method, counted)
+    values = h5_reader._values
+
+    def counted_values(path, ds):
+        reads.append(ds.name)
+        inside.append(ds.name)
+        try:
+            return values(path, ds)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(h5_reader, "_values", counted_values)
     return reads
 
 
@@ -123,3 +138,52 @@ def test_a_layout_shared_by_source_and_target_is_copied_not_transposed_twice(fix
         assert names == _weight_datasets(tmp_path / "computed.h5") and names
         for key in names:
             assert np.array_equal(a[key][()], b[key][()]), key
+
+
+def _rewritten(src, dst, **dataset_options):
+    """A copy of `src` whose datasets are stored with `dataset_options` (chunks, compression), same values."""
+    with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
+        for key, value in a.attrs.items():
+            b.attrs[key] = value
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                group = b.require_group(name)
+            else:
+                options = dataset_options if obj.ndim and obj.dtype.kind == "f" else {}
+                group = b.create_dataset(name, data=obj[()], **options)
+            for key, value in obj.attrs.items():
+                group.attrs[key] = value
+
+        a.visititems(copy)
+
+
+def test_plain_datasets_are_mapped_and_chunked_or_compressed_ones_read_by_h5py_to_the_same_values(fixtures,
+                                                                                                  tmp_path):
+    src = fixtures / "keras2" / "cudnn_bidir_weights.h5"
+    _rewritten(src, tmp_path / "compressed.h5", chunks=True, compression="gzip")
+    plain, compressed = rnnx.load(src), rnnx.load(tmp_path / "compressed.h5")
+    stored = [np.asarray(plain.layers[0].directions[0].W.origin[1])]  # the kernel as stored
+    assert isinstance(stored[0].base, np.ndarray) or not stored[0].flags.owndata
+    assert not stored[0].flags.writeable  # a view of the mapped file
+    assert np.asarray(compressed.layers[0].directions[0].W.origin[1]).flags.writeable  # copied out by h5py
+    for a, b in zip(plain.layers, compressed.layers):
+        for da, db in zip(a.directions, b.directions):
+            for key, value in da.tensors().items():
+                assert np.array_equal(np.asarray(value), np.asarray(db.tensors()[key])), key
+    rnnx.save(plain, tmp_path / "from_plain.safetensors")
+    rnnx.save(compressed, tmp_path / "from_compressed.safetensors")
+    assert (tmp_path / "from_plain.safetensors").read_bytes() == (tmp_path / "from_compressed.safetensors").read_bytes()
+
+
+def test_writing_into_a_mapped_tensor_changes_the_copy_in_memory_not_the_file(fixtures, tmp_path):
+    copy = tmp_path / "model.h5"
+    copy.write_bytes((fixtures / "keras2" / "cudnn_stack_weights.h5").read_bytes())
+    before = copy.read_bytes()
+    stored = rnnx.load(copy).layers[0].directions[0].W.origin[1]
+    first = float(np.asarray(stored)[0, 0])
+    assert first != 2.5
+    stored[0, 0] = 2.5
+    assert float(np.asarray(stored)[0, 0]) == 2.5
+    assert copy.read_bytes() == before
+    assert float(np.asarray(rnnx.load(copy).layers[0].directions[0].W.origin[1])[0, 0]) == first

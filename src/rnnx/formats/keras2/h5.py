@@ -65,6 +65,7 @@ from ...errors import FormatError, UnsupportedError
 from ... import progress
 from ...io import atomic_output
 from ...lazy import LazyArray
+from ...mapped import map_range
 from . import config as kc
 from . import layout
 from .. import unheld_call_options
@@ -265,9 +266,28 @@ def _lazy_dataset(path: Path, root: str, group: str, wname: str, ds):
 
     def load():
         with _open(path) as f:
-            return np.asarray(f[root][group][wname][()])
+            return _values(path, f[root][group][wname])
 
     return LazyArray(ds.shape, ds.dtype, load, f"{path.name}:{group}/{wname}")
+
+
+def _values(path: Path, ds) -> np.ndarray:
+    """A dataset's values: a read-only view of the mapped file where they are stored as plain bytes (one
+    copy fewer for the layout change that follows), else read by h5py."""
+    offset = _plain_offset(ds)
+    values = None if offset is None else map_range(path, offset, ds.shape, ds.dtype)
+    return np.asarray(ds[()]) if values is None else values
+
+
+def _plain_offset(ds) -> int | None:
+    """Where a dataset's values lie in the file as plain row-major bytes (contiguous, no filters, not in an
+    external file), or None: such a dataset is mapped rather than copied out by h5py."""
+    h5py = _h5()
+    plist = ds.id.get_create_plist()
+    if (ds.dtype.kind not in "fiu" or plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters()
+            or plist.get_external_count()):
+        return None
+    return ds.id.get_offset()
 
 
 def _split_name(weight_name: str) -> tuple[list[str], str]:
