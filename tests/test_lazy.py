@@ -73,3 +73,32 @@ def test_item_assignment_sticks_as_it_does_in_an_array():
     a[1] *= 2
     del values
     assert np.isnan(np.asarray(a)[0, 0]) and np.array_equal(np.asarray(a)[1], [6, 8, 10]) and len(reads) == 1
+
+
+def test_np_array_of_a_lazy_array_is_a_copy_of_its_own_and_np_asarray_shares_the_values():
+    values = np.arange(6.0).reshape(2, 3)
+    values.flags.writeable = False  # as a read-only view of a mapped file is
+    a = LazyArray(values.shape, values.dtype, lambda: values)
+    copied = np.array(a)
+    assert copied.flags.writeable and copied.base is None and np.array_equal(copied, values)
+    copied[0, 0] = 9.0
+    assert values[0, 0] == 0.0
+    assert np.asarray(a) is values
+    assert np.array(a, dtype=np.float32).flags.writeable
+
+
+def test_a_joined_array_is_written_part_by_part_and_reads_as_its_parts_joined():
+    from rnnx.lazy import chunks, joined
+
+    source = np.arange(24.0, dtype=np.float32).reshape(4, 6)
+    stored = LazyArray(source.shape, source.dtype, lambda: source)
+    swapped = joined(stored, (1, 4, 6), np.float32, lambda v: [v[2:], v[:2]])  # two gate blocks swapped
+    parts = list(chunks(swapped))
+    assert [p.shape for p in parts] == [(2, 6), (2, 6)]
+    assert all(np.shares_memory(p, source) for p in parts)  # views of the source: nothing was joined
+    expected = np.concatenate([source[2:], source[:2]])[None]
+    assert np.array_equal(np.asarray(swapped), expected)
+    assert b"".join(p.tobytes() for p in parts) == expected.tobytes()
+    assert np.array_equal(joined(source, (1, 4, 6), np.float32, lambda v: [v[2:], v[:2]]), expected)  # eager
+    swapped[0, 0, 0] = -1.0  # written values are the array's from then on, also for writers
+    assert [p.shape for p in chunks(swapped)] == [(1, 4, 6)] and next(chunks(swapped))[0, 0, 0] == -1.0

@@ -23,7 +23,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 from . import progress
 
 class LazyArray(NDArrayOperatorsMixin):
-    __slots__ = ("shape", "dtype", "_load", "source", "_last", "_reads_file", "origin", "_written")
+    __slots__ = ("shape", "dtype", "_load", "source", "_last", "_reads_file", "origin", "_written", "parts")
 
     def __init__(self, shape, dtype, load: Callable[[], np.ndarray], source: str = "", reads_file: bool = True,
                  origin: tuple | None = None):
@@ -35,6 +35,7 @@ class LazyArray(NDArrayOperatorsMixin):
         self.origin = origin  # (layout tag, the lazy array this one is computed from): see `undo`
         self._written = None  # the values, kept from the first item assignment on
         self._last = None  # a weak reference to the values last read, while someone still holds them
+        self.parts = None  # see `joined`
 
     # --- what is known without reading ---------------------------------------------
     @property
@@ -81,7 +82,9 @@ class LazyArray(NDArrayOperatorsMixin):
 
     def __array__(self, dtype=None, copy=None):
         array = self.load()
-        return array if dtype is None else array.astype(dtype, copy=False)
+        if dtype is not None:
+            return array.astype(dtype, copy=bool(copy))
+        return array.copy() if copy else array  # np.array(a) owns its values (a mapped file's are read-only)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         inputs = tuple(materialised(x) for x in inputs)
@@ -101,7 +104,7 @@ class LazyArray(NDArrayOperatorsMixin):
             values = values.copy()
         values[key] = value
         self._written = values
-        self.origin = None  # no longer what it was computed from
+        self.origin = self.parts = None  # no longer what it was computed from
 
     def __iter__(self):
         return iter(self.load())
@@ -146,6 +149,33 @@ def derived(sources, shape, dtype, compute: Callable[..., np.ndarray], label: st
                      origin=origin)
 
 
+def joined(sources, shape, dtype, parts: Callable[..., list], label: str = ""):
+    """The array whose C-order values are those of the arrays `parts(*values of sources)` returns, one after
+    another (gate blocks put in another order, directions stacked), reshaped to `shape`: a LazyArray when a
+    source is lazy, which streaming writers write part by part (`chunks`) without joining them, else
+    joined now."""
+    items = sources if isinstance(sources, tuple) else (sources,)
+
+    def join(*values):
+        return np.concatenate([np.ravel(p) for p in parts(*values)]).astype(dtype, copy=False).reshape(shape)
+
+    array = derived(sources, shape, dtype, join, label)
+    if isinstance(array, LazyArray):
+        array.parts = lambda: parts(*materialised(items))
+    return array
+
+
+def chunks(array, dtype=None):
+    """`array`'s values as contiguous arrays (of `dtype`, default its own) whose bytes, one after another,
+    are the whole array's C-order bytes: the parts of a `joined` array as they are, else the array itself."""
+    dtype = np.dtype(array.dtype if dtype is None else dtype)
+    if isinstance(array, LazyArray) and array.parts is not None:
+        for part in array.parts():
+            yield np.ascontiguousarray(part, dtype=dtype)
+    else:
+        yield np.ascontiguousarray(np.asarray(array), dtype=dtype)
+
+
 def undo(value, layout):
     """The lazy array `value` was computed from by the change named `layout`, or None."""
     if isinstance(value, LazyArray) and value.origin is not None and value.origin[0] == layout:
@@ -177,4 +207,4 @@ def lazy_bytes(bundle) -> int:
     return sum(a.nbytes for a in arrays if isinstance(a, LazyArray))
 
 
-__all__ = ["LazyArray", "derived", "undo", "materialised", "held", "is_lazy", "lazy_bytes"]
+__all__ = ["LazyArray", "derived", "joined", "chunks", "undo", "materialised", "held", "is_lazy", "lazy_bytes"]

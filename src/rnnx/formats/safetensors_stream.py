@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import progress
+from ..lazy import chunks
 
 ALIGNMENT = 8  # the header is padded with spaces to a multiple of 8 bytes
 
@@ -44,10 +45,10 @@ def save_file(tensors: dict, path: Path, metadata: dict[str, str] | None = None)
         out.write(text)
         for name in order:
             array = tensors[name]
-            data = np.ascontiguousarray(np.asarray(array), dtype=np.dtype(array.dtype).newbyteorder("<"))
-            out.write(memoryview(data).cast("B") if data.size else b"")
-            progress.wrote(data.nbytes, name)
-            del data
+            for data in chunks(array, np.dtype(array.dtype).newbyteorder("<")):
+                out.write(memoryview(data).cast("B") if data.size else b"")
+                progress.wrote(data.nbytes, name)
+                del data
 
 
 NUMPY_OF = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "U64": np.uint64,

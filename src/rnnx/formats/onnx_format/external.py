@@ -26,6 +26,7 @@ from onnx import TensorProto, helper
 
 from ... import progress
 from ...errors import UnsupportedError
+from ...lazy import chunks
 
 INLINE_BYTES = 1024  # smaller tensors (shape constants, scalars) stay in the protobuf, as onnx.save does
 PROTOBUF_LIMIT = 2**31 - 1  # the largest message protobuf serializes or parses
@@ -60,10 +61,9 @@ class WeightStore:
         nbytes = int(np.prod(array.shape, dtype=object)) * dtype.itemsize
         if nbytes < INLINE_BYTES or dtype.kind not in "fiub":
             return onnx.numpy_helper.from_array(np.ascontiguousarray(np.asarray(array)), name)
-        data = np.ascontiguousarray(np.asarray(array), dtype=dtype.newbyteorder("<"))
-        tensor = TensorProto(name=name, dims=list(data.shape),
+        tensor = TensorProto(name=name, dims=[int(d) for d in array.shape],
                              data_type=helper.np_dtype_to_tensor_dtype(dtype))
-        self._append(name, memoryview(data).cast("B"), tensor)
+        self._append(name, chunks(array, dtype.newbyteorder("<")), tensor)
         return tensor
 
     def keep(self, tensor: TensorProto) -> TensorProto:
@@ -78,11 +78,15 @@ class WeightStore:
             raise ValueError(f"two initializers are named {name!r}")
         offset = self._end + (-self._end % ALIGNMENT)
         self._file.seek(offset)
-        self._file.write(data)
-        length = len(data)
+        length = 0
+        for part in [data] if isinstance(data, bytes) else data:  # bytes, or arrays (rnnx.lazy.chunks)
+            part = part if isinstance(part, bytes) else memoryview(part).cast("B") if part.size else b""
+            self._file.write(part)
+            length += len(part)
+            progress.wrote(len(part), name)
+            del part
         self._end = offset + length
         self.spans[name] = (offset, length)
-        progress.wrote(length, name)
         tensor.data_location = TensorProto.EXTERNAL
         for key, value in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
             entry = tensor.external_data.add()

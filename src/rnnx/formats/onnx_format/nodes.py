@@ -63,7 +63,7 @@ from ...canonical import gates
 from ...canonical.activations import Activation
 from ...canonical.model import ACTIVATION_COUNT, DEFAULT_ACTIVATIONS, Direction, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
-from ...lazy import derived
+from ...lazy import derived, joined
 
 DEFAULT_OPSET = 14
 MIN_OPSET = 7  # LSTM-7 / GRU-7 / RNN-7: the forms every runtime knows
@@ -142,9 +142,9 @@ def onnx_weights(layer: RecurrentLayer) -> OnnxWeights:
     def stacked(key, src=canonical, dst=order):
         parts = tuple(getattr(d, key) for d in dirs)
         shape = (D, *parts[0].shape)
-        return derived(parts, shape, layer.dtype,
-                       lambda *values: np.ascontiguousarray(gates.reorder(
-                           np.stack(values) if len(values) > 1 else values[0][None], src, dst, axis=1)))
+        # each direction's gate blocks in ONNX's order: views of the canonical tensors, written as they are
+        return joined(parts, shape, layer.dtype, lambda *values: [
+            gates.split_gates(np.asarray(v), src)[g] for v in values for g in dst])
 
     W, R = stacked("W"), stacked("R")
     B = None

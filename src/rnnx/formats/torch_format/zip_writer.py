@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import progress
+from ...lazy import chunks
 from .zip_pickle import STORAGE_DTYPES
 
 ALIGNMENT = 64
@@ -99,10 +100,8 @@ def save_state_dict(state: dict, path: Path, name: str = "archive") -> None:
         _member(zf, f"{name}/.storage_alignment", str(ALIGNMENT).encode())
         _member(zf, f"{name}/byteorder", b"little")
         for key, array in records:
-            data = np.ascontiguousarray(np.asarray(array), dtype=np.dtype(array.dtype).newbyteorder("<"))
-            _member(zf, f"{name}/data/{key}", memoryview(data).cast("B") if data.size else b"")
-            progress.wrote(data.nbytes, key)
-            del data
+            size = int(np.prod(array.shape, dtype=object)) * np.dtype(array.dtype).itemsize
+            _member(zf, f"{name}/data/{key}", chunks(array, np.dtype(array.dtype).newbyteorder("<")), size, key)
         _member(zf, f"{name}/version", b"3\n")
 
 
@@ -114,14 +113,21 @@ def _pickle(obj) -> bytes:
     return out.getvalue()
 
 
-def _member(zf: zipfile.ZipFile, member: str, data) -> None:
-    """One stored member whose data starts on an ALIGNMENT boundary of the file."""
+def _member(zf: zipfile.ZipFile, member: str, data, size: int | None = None, key: str | None = None) -> None:
+    """One stored member whose data starts on an ALIGNMENT boundary of the file. `data` is bytes, or arrays
+    (rnnx.lazy.chunks) of `size` bytes in all whose writing is reported to progress under `key`."""
     info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_STORED
-    size = len(data)
+    size = len(data) if size is None else size
     info.file_size = size
     zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for a member of known size
     start = zf.fp.tell() + 30 + len(member.encode("utf-8")) + 4 + (ZIP64_LOCAL_EXTRA if zip64 else 0)
     info.extra = struct.pack("<HH", PADDING_FIELD, -start % ALIGNMENT) + b"Z" * (-start % ALIGNMENT)
     with zf.open(info, "w", force_zip64=zip64) as out:
-        out.write(data)
+        if key is None:
+            out.write(data)
+            return
+        for part in data:
+            out.write(memoryview(part).cast("B") if part.size else b"")
+            progress.wrote(part.nbytes, key)
+            del part
