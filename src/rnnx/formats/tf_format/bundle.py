@@ -4,8 +4,9 @@
 blocks, a block index and a 48-byte footer) and returns every tensor entry by name; the
 header (the empty key) is checked. Nothing of the data shards is read until an entry's
 `.read()` is called; each read checks the entry against its shard's size and the tensor's
-masked CRC32C. `resolve_prefix(path)` turns what a user gives (a prefix, its `.index`, a
-data or `.meta` file, or a folder holding a `checkpoint` text file) into a prefix.
+masked CRC32C. Readers hand out `.lazy()`: an rnnx.lazy.LazyArray whose every load is such a
+read, from the shard by path. `resolve_prefix(path)` turns what a user gives (a prefix, its
+`.index`, a data or `.meta` file, or a folder holding a `checkpoint` text file) into a prefix.
 
 Every malformation is a FormatError naming the file; claimed sizes are checked against the
 file before anything of that size is allocated.
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import FormatError, UnsupportedError
+from ...lazy import LazyArray
 from . import protos
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -70,17 +72,33 @@ class TensorEntry:
     def read(self):
         """The tensor as a numpy array (a list of bytes for DT_STRING), after its checksum is verified."""
         if self.sliced:
-            raise UnsupportedError(
-                f"{self.shard.name}: variable {self.name!r} is partitioned (saved in slices); rnnx does not join "
-                f"partitioned variables. Load the checkpoint in TensorFlow and save it unpartitioned.")
-        raw = self._raw(check=self.dtype != "string")
+            raise self._partitioned()
         if self.dtype == "string":
-            return _strings(raw, math.prod(self.shape), self)
+            return _strings(self._raw(check=False), math.prod(self.shape), self)
         if not self.is_numeric:
             raise UnsupportedError(f"{self.shard.name}: tensor {self.name!r} is {self.dtype}, which rnnx cannot "
                                    f"hold as a numpy array.")
-        return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape) \
-            .astype(np.dtype(self.dtype))
+        stored = np.dtype(self.dtype).newbyteorder("<")
+        return self._buffer().view(stored).reshape(self.shape).astype(np.dtype(self.dtype), copy=False)
+
+    def lazy(self, shapes_only: bool = False):
+        """The tensor as a LazyArray of its declared shape and dtype, each load a `.read()` (bounds and
+        CRC32C checked); with `shapes_only`, loads give the placeholder and read nothing. What the index
+        already refuses is refused now, before any tensor is read: an entry past its shard's end, and (for
+        a conversion) a partitioned variable. Strings and other dtypes are as `.placeholder()` /
+        `.read()` give them, now."""
+        if self.sliced and not shapes_only:
+            raise self._partitioned()
+        if not self.is_numeric:
+            return self.placeholder() if shapes_only else self.read()
+        self._check_fits()
+        return LazyArray(self.shape, self.dtype, self.placeholder if shapes_only else lambda: self.read(),
+                         f"{self.shard.name}:{self.name}", reads_file=not shapes_only)
+
+    def _partitioned(self) -> UnsupportedError:
+        return UnsupportedError(
+            f"{self.shard.name}: variable {self.name!r} is partitioned (saved in slices); rnnx does not join "
+            f"partitioned variables. Load the checkpoint in TensorFlow and save it unpartitioned.")
 
     def placeholder(self) -> np.ndarray:
         """An array of the entry's shape and dtype that reads nothing from the shard (zeros, no memory of
@@ -107,10 +125,28 @@ class TensorEntry:
             fh.seek(self.offset)
             raw = fh.read(self.size)
         if len(raw) != self.size:
-            raise FormatError(f"{self.shard}: tensor {self.name!r} could not be read whole; the file is truncated.")
+            raise self._short()
         if check:
             self.check(raw)
         return raw
+
+    def _buffer(self) -> np.ndarray:
+        """The entry's bytes, checksum verified, read straight into one array (no second copy)."""
+        self._check_fits()
+        buffer = np.empty(self.size, np.uint8)
+        view, done = memoryview(buffer), 0
+        with open(self.shard, "rb") as fh:
+            fh.seek(self.offset)
+            while done < self.size:
+                got = fh.readinto(view[done:])
+                if not got:
+                    raise self._short()
+                done += got
+        self.check(buffer)
+        return buffer
+
+    def _short(self) -> FormatError:
+        return FormatError(f"{self.shard}: tensor {self.name!r} could not be read whole; the file is truncated.")
 
     def check(self, checksummed) -> None:
         if self.crc32c is not None and masked_crc32c(checksummed) != self.crc32c:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ...canonical import Bundle
 from ...errors import FormatError
+from ...lazy import LazyArray
 from ..keras2.h5 import _config_file
 from . import keras_model
 from .bundle import read_bundle, resolve_prefix
@@ -43,26 +44,23 @@ def read(path, config=None, forget_bias=None, shapes_only: bool = False, **_opti
     return bundle
 
 
-class _LazyArray:
-    """A bundle entry as tf1.py takes a variable: shape and dtype at once, the data on np.asarray."""
-
-    def __init__(self, entry, shapes_only: bool):
-        self.entry, self.shapes_only = entry, shapes_only
-        self.shape = entry.shape
-        self.dtype = np.dtype(entry.dtype) if entry.is_numeric else np.dtype(object)
-
-    def __array__(self, dtype=None, copy=None):
-        value = self.entry.placeholder() if self.shapes_only else self.entry.read()
-        return np.asarray(value, dtype=dtype)
-
-
 def name_based_bundle(entries: dict, meta, forget_bias, where: Path, shapes_only: bool = False,
                       container: str = FORMAT) -> Bundle:
     """A TF1 name-based checkpoint (no object graph) read by tf1.py into a Bundle."""
     from . import tf1
 
-    variables = {name: _LazyArray(entry, shapes_only) for name, entry in entries.items()}
+    variables = {name: _variable(entry, shapes_only) for name, entry in entries.items()}
     items, notes = tf1.layers_from_variables(variables, meta, forget_bias, where=str(where))
     bundle = Bundle(list(items), {"format": container, "tf1": True})
     bundle.source["read_notes"] = list(notes)
     return bundle
+
+
+def _variable(entry, shapes_only: bool):
+    """A bundle entry as tf1.py takes a variable: numeric ones as rnnx.lazy.LazyArray; strings read now (as
+    bytes); other dtypes by their shape, refused by the read if a layer uses them (optimizer state is
+    dropped unread)."""
+    if entry.is_numeric or entry.dtype == "string":
+        value = entry.lazy(shapes_only)
+        return value if isinstance(value, LazyArray) else np.asarray(value)
+    return LazyArray(entry.shape, object, entry.read, f"{entry.shard.name}:{entry.name}")

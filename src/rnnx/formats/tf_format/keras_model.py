@@ -25,6 +25,7 @@ from .object_graph import ObjectGraph
 
 LAYER_CHILD = re.compile(r"^layer-(\d+)$")
 WEIGHTED_CHILD = re.compile(r"^layer_with_weights-(\d+)$")
+FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
 @dataclass
@@ -121,7 +122,7 @@ def _nested_layers(graph: ObjectGraph, layer: LayerNode, depth: int) -> list[Lay
 
 def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[LayerNode], path: Path,
           model_config: dict | None, full_model: bool, container: str, shapes_only: bool = False) -> Bundle:
-    """`shapes_only`: weights are placeholders of the stored shapes (inspect reads no tensor data)."""
+    """Weights are lazy (rnnx.lazy): read one by one when used; with `shapes_only` (inspect) never read."""
     groups = []
     for layer in layers:
         names, arrays = [], []
@@ -130,13 +131,12 @@ def build(entries: dict[str, TensorEntry], graph: ObjectGraph, layers: list[Laye
             if entry is None:
                 raise FormatError(f"{path}: the object graph says layer {layer.name!r} holds {name!r} under the key "
                                   f"{key!r}, which the checkpoint does not have; it is damaged or incomplete.")
-            value = entry.placeholder() if shapes_only else entry.read()
-            if not hasattr(value, "dtype") or value.dtype.kind not in "fc":
-                kind = "strings" if isinstance(value, list) else str(getattr(value, "dtype", "?"))
+            if entry.dtype not in FLOAT_DTYPES:  # refused from the index, before any tensor is read
+                kind = "strings" if entry.dtype == "string" else entry.dtype
                 raise UnsupportedError(f"{path}: layer {layer.name!r} holds {name!r} as {kind} where a weight is "
                                        f"expected; rnnx reads floating-point weights only.")
             names.append(f"{name}:0")
-            arrays.append(value)
+            arrays.append(entry.lazy(shapes_only))
         groups.append((layer.name, list(zip(names, arrays))))
     return build_groups(path, groups, model_config=model_config, full_model=full_model, container=container)
 

@@ -64,7 +64,7 @@ def _from_variable_names(folder: Path, entries, graph, shapes_only: bool) -> Bun
         key, name = graph.variable_key(node), named.get(f"root.variables.{local}")
         if key is None or key not in entries:
             raise FormatError(f"{folder}: the object graph's variables/{local} reaches no tensor of the checkpoint.")
-        if entries[key].dtype in ("float16", "float32", "float64"):
+        if entries[key].dtype in keras_model.FLOAT_DTYPES:
             found.append((name, entries[key]))
     if not found or any(name is None or "/" not in name for name, _ in found):
         raise UnsupportedError(
@@ -78,7 +78,7 @@ def _from_variable_names(folder: Path, entries, graph, shapes_only: bool) -> Bun
         group = parts[1] if len(parts) >= 3 else parts[0]  # parts[0] is the model's name
         layers.setdefault(group, []).append(("/".join(parts[1:] if len(parts) >= 3 else parts) + ":0", entry))
     bundle = keras_model.build_groups(
-        folder, [(group, [(n, e.placeholder() if shapes_only else e.read()) for n, e in weights])
+        folder, [(group, [(n, e.lazy(shapes_only)) for n, e in weights])
                  for group, weights in layers.items()],
         keras_version="3", container=FORMAT)
     bundle.source["read_notes"] = [

@@ -3,7 +3,9 @@
     layers_from_variables(variables, meta_path=None, forget_bias=None, where=None) -> (items, notes)
 
 `variables` maps each checkpoint name to an array-like (.shape, .dtype, numpy on demand);
-where the arrays came from (rnnx's bundle reader, TensorFlow) does not matter. A cell is
+where the arrays came from (rnnx's bundle reader, TensorFlow) does not matter. Lazy arrays
+(rnnx.lazy) give lazy canonical tensors, each computed from its stored variables when read
+(a fused kernel is read once for W and once for R); plain arrays give plain ones. A cell is
 found by its scope's last name (the names TF gives its cells, table CELLS) and its
 variables, with TF 1.0-1.1 names (weights / biases) or later ones (kernel / bias), under
 any scope prefix or none:
@@ -46,6 +48,7 @@ from ...canonical import gates
 from ...canonical.activations import RELU, SIGMOID, TANH
 from ...canonical.model import Direction, OpaqueLayer, RecurrentLayer
 from ...errors import FormatError, UnsupportedError
+from ...lazy import derived, is_lazy
 from . import tf1_cudnn, tf1_meta
 
 
@@ -106,12 +109,13 @@ class _Reader:
         self._roles = None
 
     # --- helpers --------------------------------------------------------------
-    def array(self, name: str) -> np.ndarray:
+    def array(self, name: str):
+        """The variable as given (a lazy array stays lazy), once its dtype is known to be a float's."""
         value = self.variables[name]
         if np.dtype(value.dtype).kind != "f":
             raise FormatError(f"{self.where}variable {name!r} holds {np.dtype(value.dtype)} values where a "
                               f"float weight is expected; this is not a checkpoint of a TF recurrent cell.")
-        return np.asarray(value)
+        return _as_given(value)
 
     def shape(self, name: str) -> tuple:
         return tuple(int(d) for d in self.variables[name].shape)
@@ -152,7 +156,7 @@ class _Reader:
             name = _unique(scope, taken)
             taken.add(name)
             class_name, members = self.opaque_class(members)
-            weights = [(leaf, np.asarray(self.variables[full])) for leaf, full in members]
+            weights = [(leaf, _as_given(self.variables[full])) for leaf, full in members]
             items.append((scope, OpaqueLayer(name, class_name, weights, {"format": "tf1", "scope": scope})))
         items.sort(key=lambda pair: _natural(pair[0]))
         return [it for _, it in items], self.notes
@@ -283,16 +287,32 @@ class _Reader:
         inputs = ks[0] - hidden
         K, b = self.array(kernel_name), self.array(bias_name)
         facts = self.lstm_facts(cell, kernel_name)
+        forget_bias = facts["forget_bias"]
         f_block = slice(gates.LSTM_CANONICAL.index("f") * units, (gates.LSTM_CANONICAL.index("f") + 1) * units)
-        b_w = gates.reorder(b, gates.LSTM_TF1, gates.LSTM_CANONICAL).copy()
-        if facts["forget_bias"]:
-            b_w[f_block] = (b_w[f_block].astype(np.float64) + facts["forget_bias"]).astype(b.dtype)
+
+        def canonical_bias(b):
+            b_w = gates.reorder(b, gates.LSTM_TF1, gates.LSTM_CANONICAL).copy()
+            if forget_bias:
+                b_w[f_block] = (b_w[f_block].astype(np.float64) + forget_bias).astype(b.dtype)
+            return b_w
+
+        def gate_rows(rows):  # the kernel's rows acting on x (or on h) as canonical (4u, rows)
+            return lambda k: np.ascontiguousarray(gates.reorder(k[rows].T, gates.LSTM_TF1, gates.LSTM_CANONICAL))
+
+        P = proj = None
+        if all(peephole_names):
+            diagonals = tuple(self.array(n) for n in peephole_names)
+            P = derived(diagonals, (3 * units,), np.result_type(*(v.dtype for v in diagonals)),
+                        lambda *v: np.concatenate(v))
+        if proj_name:
+            Q = self.array(proj_name)
+            proj = derived(Q, Q.shape[::-1], Q.dtype, lambda q: np.ascontiguousarray(q.T))
         d = Direction(
-            W=np.ascontiguousarray(gates.reorder(K[:inputs].T, gates.LSTM_TF1, gates.LSTM_CANONICAL)),
-            R=np.ascontiguousarray(gates.reorder(K[inputs:].T, gates.LSTM_TF1, gates.LSTM_CANONICAL)),
-            b_w=b_w,
-            P=np.concatenate([self.array(n) for n in peephole_names]) if all(peephole_names) else None,
-            proj=np.ascontiguousarray(self.array(proj_name).T) if proj_name else None,
+            W=derived(K, (4 * units, inputs), K.dtype, gate_rows(slice(None, inputs))),
+            R=derived(K, (4 * units, hidden), K.dtype, gate_rows(slice(inputs, None))),
+            b_w=derived(b, (4 * units,), b.dtype, canonical_bias),
+            P=P,
+            proj=proj,
         )
         return d, facts
 
@@ -349,13 +369,21 @@ class _Reader:
                 raise self._misfit(cell, f"gates/kernel {gks}, gates/bias {gbs}, input_projection {iks}, "
                                          f"hidden_projection {hks}",
                                    "gates (input + units, 2 units), projections (input, units) and (units, units)")
-            G, bg = self.array(gk), self.array(gb)
-            zeros = np.zeros(2 * units, bg.dtype)
+            G, bg, IK, IB, HK, HB = (self.array(n) for n in (gk, gb, ik, ib, hk, hb))
+            zeros_dtype = bg.dtype
+
+            def beside(rows):  # [gate rows; the projection's]: canonical (3u, rows), TF's r, u order kept
+                return lambda g, k: np.concatenate([g[rows].T, k.T])
+
             d = Direction(
-                W=np.concatenate([G[:inputs].T, self.array(ik).T]),
-                R=np.concatenate([G[inputs:].T, self.array(hk).T]),
-                b_w=np.concatenate([bg, self.array(ib)]),
-                b_r=np.concatenate([zeros, self.array(hb)]),
+                W=derived((G, IK), (3 * units, inputs), np.result_type(G.dtype, IK.dtype),
+                          beside(slice(None, inputs))),
+                R=derived((G, HK), (3 * units, units), np.result_type(G.dtype, HK.dtype),
+                          beside(slice(inputs, None))),
+                b_w=derived((bg, IB), (3 * units,), np.result_type(bg.dtype, IB.dtype),
+                            lambda g, i: np.concatenate([g, i])),
+                b_r=derived(HB, (3 * units,), np.result_type(zeros_dtype, HB.dtype),
+                            lambda h: np.concatenate([np.zeros(2 * units, zeros_dtype), h])),
             )
             return d, {}
         ck, cb = self._need(cell, (*(f"candidate/{k}" for k in KERNEL), "w_c"),
@@ -367,12 +395,18 @@ class _Reader:
             raise self._misfit(cell, f"gates/kernel {gks}, gates/bias {gbs}, candidate/kernel {cks}, "
                                      f"candidate/bias {cbs}",
                                "gates (input + units, 2 units) and candidate (input + units, units)")
-        G, C = self.array(gk), self.array(ck)
+        G, C, GB, CB = (self.array(n) for n in (gk, ck, gb, cb))
         act = self.activation_after(cell, ck)
+
+        def stacked(rows):  # [gates; candidate] (of the rows acting on x, or on h) in canonical order
+            return lambda g, c: gates.reorder(np.concatenate([g[rows].T, c[rows].T]), gates.GRU_TF1,
+                                              gates.GRU_CANONICAL)
+
         d = Direction(
-            W=gates.reorder(np.concatenate([G[:inputs].T, C[:inputs].T]), gates.GRU_TF1, gates.GRU_CANONICAL),
-            R=gates.reorder(np.concatenate([G[inputs:].T, C[inputs:].T]), gates.GRU_TF1, gates.GRU_CANONICAL),
-            b_w=gates.reorder(np.concatenate([self.array(gb), self.array(cb)]), gates.GRU_TF1, gates.GRU_CANONICAL),
+            W=derived((G, C), (3 * units, inputs), np.result_type(G.dtype, C.dtype), stacked(slice(None, inputs))),
+            R=derived((G, C), (3 * units, units), np.result_type(G.dtype, C.dtype), stacked(slice(inputs, None))),
+            b_w=derived((GB, CB), (3 * units,), np.result_type(GB.dtype, CB.dtype),
+                        lambda g, c: gates.reorder(np.concatenate([g, c]), gates.GRU_TF1, gates.GRU_CANONICAL)),
         )
         facts = {"activations": None if act is None else (SIGMOID, act)}
         if "w_ru" in cell.names:
@@ -385,10 +419,11 @@ class _Reader:
         if len(ks) != 2 or len(bs) != 1 or ks[1] != bs[0] or ks[0] <= bs[0]:
             raise self._misfit(cell, f"kernel {ks}, bias {bs}", "kernel (input + units, units), bias (units,)")
         K = self.array(kernel_name)
-        inputs = ks[0] - bs[0]
+        inputs, units = ks[0] - bs[0], bs[0]
         act = self.activation_after(cell, kernel_name)
-        return Direction(W=np.ascontiguousarray(K[:inputs].T), R=np.ascontiguousarray(K[inputs:].T),
-                         b_w=self.array(bias_name)), {"activations": None if act is None else (act,)}
+        W = derived(K, (units, inputs), K.dtype, lambda k: np.ascontiguousarray(k[:inputs].T))
+        R = derived(K, (units, units), K.dtype, lambda k: np.ascontiguousarray(k[inputs:].T))
+        return Direction(W=W, R=R, b_w=self.array(bias_name)), {"activations": None if act is None else (act,)}
 
     def activation_after(self, cell: Cell, kernel: str):
         """The activation the .meta graph applies to MatMul(kernel) + bias, or None (TF's default, tanh)."""
@@ -425,6 +460,11 @@ def _forget_bias_notes(layers: list[RecurrentLayer]) -> list[str]:
             f"{', '.join(names)}: the checkpoint does not store it and {why}; pass --forget-bias F if the "
             f"model was built with another value"
             for (value, cls, why), names in by_value.items()]
+
+
+def _as_given(value):
+    """A variable as the layers hold it: lazy arrays stay lazy."""
+    return value if is_lazy(value) else np.asarray(value)
 
 
 def _is_optimizer_state(name: str) -> bool:

@@ -12,11 +12,15 @@ The sizes (layers, units, input size, direction) are not in the buffer: they com
 CudnnRNNParamsToCanonical op of the `.meta` graph, else from the canonical copies
 (`rnn/multi_rnn_cell/cell_K/cudnn_compatible_lstm_cell/...` or
 `stack_bidirectional_rnn/cell_K/bidirectional_rnn/{fw,bw}/...`). When the copies are in
-the file they are read too, and each must equal its part of the buffer.
+the file they are read too, and each must equal its part of the buffer: that check reads the
+buffer and the copies while the checkpoint is read. The layers' tensors are lazy when the
+buffer is (rnnx.lazy): each is its slice of the buffer, which is read whole (its checksum
+covers all of it) whenever one of them is.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -24,6 +28,7 @@ import numpy as np
 from ...canonical.activations import RELU, TANH
 from ...canonical.model import Direction, RecurrentLayer
 from ...errors import FormatError, UnsupportedError
+from ...lazy import derived
 from . import tf1_meta
 
 # rnn_mode -> (canonical cell, matrices per gate side, class name, activations or None)
@@ -55,31 +60,50 @@ def layers(reader, scope: str, name: str, copies: list) -> list[RecurrentLayer]:
         raise FormatError(f"{where}{name!r} holds {buffer.shape[0]} values, but a {class_name} of {num_layers} "
                           f"layer(s), {units} units, input {input_size}, {D} direction(s) has {expected}; the "
                           f"sizes rnnx found for it do not fit.")
+    parts = _layout(num_layers, D, n, units, inputs)
+    out = _layers(parts, lambda start, shape: _part(buffer, start, shape), scope, name, cell, class_name,
+                  activations)
+    if copies:  # compared with views of the buffer read once, not with the lazy tensors (one read each)
+        values = np.asarray(buffer)
+        decoded = _layers(parts, lambda start, shape: values[start:start + math.prod(shape)].reshape(shape), scope,
+                          name, cell, class_name, activations)
+        _check_copies(reader, scope, decoded, copies, bidirectional)
+    return out
+
+
+def _layout(num_layers: int, D: int, n: int, units: int, inputs: list[int]) -> list[list[dict]]:
+    """Per layer, per direction: where each canonical tensor lies in the buffer, {name: (start, shape)}."""
     pos = 0
-    matrices = []
+    parts = [[{} for _ in range(D)] for _ in range(num_layers)]
     for k in range(num_layers):
-        for _ in range(D):
-            W = buffer[pos:pos + n * units * inputs[k]].reshape(n * units, inputs[k])
-            pos += W.size
-            R = buffer[pos:pos + n * units * units].reshape(n * units, units)
-            pos += R.size
-            matrices.append((W, R))
-    out = []
-    for k in range(num_layers):
-        directions = []
         for d in range(D):
-            W, R = matrices[k * D + d]
-            b_w = buffer[pos:pos + n * units]
-            b_r = buffer[pos + n * units:pos + 2 * n * units]
-            pos += 2 * n * units
-            directions.append(Direction(W=W.copy(), R=R.copy(), b_w=b_w.copy(), b_r=b_r.copy()))
+            for key, shape in (("W", (n * units, inputs[k])), ("R", (n * units, units))):
+                parts[k][d][key] = (pos, shape)
+                pos += math.prod(shape)
+    for k in range(num_layers):
+        for d in range(D):
+            for key in ("b_w", "b_r"):
+                parts[k][d][key] = (pos, (n * units,))
+                pos += n * units
+    return parts
+
+
+def _part(buffer, start: int, shape: tuple):
+    """The canonical tensor at `start` of the buffer: a copy of its slice (lazy when the buffer is)."""
+    size = math.prod(shape)
+    return derived(buffer, shape, buffer.dtype, lambda b: b[start:start + size].reshape(shape).copy())
+
+
+def _layers(parts, part, scope, name, cell, class_name, activations) -> list[RecurrentLayer]:
+    num_layers = len(parts)
+    out = []
+    for k, directions in enumerate(parts):
         layer_name = scope if num_layers == 1 else f"{scope}/cell_{k}"
-        out.append(RecurrentLayer(layer_name, cell, directions, activations=activations, reset_after=True,
+        built = [Direction(**{key: part(*where) for key, where in places.items()}) for places in directions]
+        out.append(RecurrentLayer(layer_name, cell, built, activations=activations, reset_after=True,
                                   provenance={"format": "tf1", "class_name": class_name, "scope": scope,
                                               "opaque_kernel": name, "stack_index": k,
                                               "num_layers": num_layers}))
-    if copies:
-        _check_copies(reader, scope, out, copies, bidirectional)
     return out
 
 
