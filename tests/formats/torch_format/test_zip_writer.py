@@ -59,3 +59,32 @@ def test_writing_pt_imports_no_torch(fixtures, tmp_path):
                            str(tmp_path / "out.pt")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert set(torch.load(tmp_path / "out.pt", weights_only=True))
+
+
+def test_crc32_combine_gives_zlibs_crc_of_the_joined_bytes():
+    import zlib
+
+    from rnnx.formats.torch_format.zip_writer import crc32_combine
+
+    rng = np.random.default_rng(1)
+    for a_len, b_len in ((0, 5), (5, 0), (1, 1), (1000, 3), (7, 65536), (123457, 999983)):
+        a, b = rng.bytes(a_len), rng.bytes(b_len)
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), b_len) == zlib.crc32(a + b)
+
+
+def test_a_tensor_written_in_parts_over_several_crc_pieces_passes_zips_own_check(tmp_path, monkeypatch):
+    from rnnx.formats.torch_format import zip_writer
+    from rnnx.lazy import joined
+
+    monkeypatch.setattr(zip_writer, "CRC_PIECE", 1000)  # many pieces per part, a short one at each end
+    rng = np.random.default_rng(2)
+    source = rng.standard_normal((8, 301)).astype(np.float32)
+    stored = LazyArray(source.shape, source.dtype, lambda: source)
+    swapped = joined(stored, source.shape, np.float32, lambda v: [v[4:], v[:4]])
+    save_state_dict({"swapped": swapped, "plain": stored, "empty": np.zeros((0,), np.float32)},
+                    tmp_path / "parts.pt", "parts")
+    with zipfile.ZipFile(tmp_path / "parts.pt") as zf:
+        assert zf.testzip() is None  # every member's CRC-32 checked by zipfile
+    loaded = torch.load(tmp_path / "parts.pt", weights_only=True)
+    assert np.array_equal(loaded["swapped"].numpy(), np.concatenate([source[4:], source[:4]]))
+    assert np.array_equal(loaded["plain"].numpy(), source) and loaded["empty"].shape == (0,)

@@ -15,6 +15,7 @@ import pickle
 import re
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -123,11 +124,82 @@ def _member(zf: zipfile.ZipFile, member: str, data, size: int | None = None, key
     zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for a member of known size
     start = zf.fp.tell() + 30 + len(member.encode("utf-8")) + 4 + (ZIP64_LOCAL_EXTRA if zip64 else 0)
     info.extra = struct.pack("<HH", PADDING_FIELD, -start % ALIGNMENT) + b"Z" * (-start % ALIGNMENT)
-    with zf.open(info, "w", force_zip64=zip64) as out:
-        if key is None:
+    if key is None:
+        with zf.open(info, "w", force_zip64=zip64) as out:
             out.write(data)
-            return
-        for part in data:
-            out.write(memoryview(part).cast("B") if part.size else b"")
+        return
+    _stream_member(zf, info, data, zip64, key)
+
+
+CRC_PIECE = 16 << 20  # bytes per CRC-32 task: small enough to keep both cores busy, large enough to be cheap
+
+
+def _stream_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, parts, zip64: bool, key: str) -> None:
+    """Write a stored member's data part by part while other threads compute its CRC-32, then the header with
+    it, as zipfile's own writer does (which computes the CRC in the writing thread: for a 268 MB tensor, 0.2 s
+    of the 0.3 s it takes). The central directory is left to zipfile, from `zf.filelist`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    info.flag_bits, info.CRC, info.compress_size = 0, 0, 0
+    info.external_attr = info.external_attr or 0o600 << 16  # what zipfile gives a member written with open()
+    zf.fp.seek(zf.start_dir)
+    info.header_offset = zf.fp.tell()
+    zf.fp.write(info.FileHeader(zip64))
+    crc = size = 0
+    with ThreadPoolExecutor(max_workers=2) as pool:  # zlib.crc32 lets go of the GIL on large buffers
+        for part in parts:
+            view = memoryview(part).cast("B") if part.size else memoryview(b"")
+            pieces = [(pool.submit(zlib.crc32, view[at:at + CRC_PIECE]), len(view[at:at + CRC_PIECE]))
+                      for at in range(0, len(view), CRC_PIECE)]
+            zf.fp.write(view)
+            for done, length in pieces:  # before the next part, so that this one can be let go of
+                crc = crc32_combine(crc, done.result(), length)
+            size += len(view)
             progress.wrote(part.nbytes, key)
-            del part
+            del part, view, pieces
+    if size != info.file_size:
+        raise ValueError(f"{info.filename}: wrote {size} bytes, expected {info.file_size}")
+    info.CRC, info.compress_size = crc, size
+    end = zf.fp.tell()
+    zf.fp.seek(info.header_offset)
+    zf.fp.write(info.FileHeader(zip64))
+    zf.fp.seek(end)
+    zf.start_dir = end
+    zf.filelist.append(info)
+    zf.NameToInfo[info.filename] = info
+    zf._didModify = True
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of A + B from crc1 = crc32(A), crc2 = crc32(B) and len(B) (zlib's crc32_combine, which
+    Python's zlib does not expose): crc1 is advanced over length2 zero bytes by repeated squaring of the
+    one-zero-bit operator over GF(2)."""
+    if length2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
+    even = [_gf2_times(odd, odd[n]) for n in range(32)]  # two zero bits
+    odd = [_gf2_times(even, even[n]) for n in range(32)]  # four zero bits
+    while True:
+        even = [_gf2_times(odd, odd[n]) for n in range(32)]
+        if length2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+        odd = [_gf2_times(even, even[n]) for n in range(32)]
+        if length2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+    return crc1 ^ crc2
