@@ -137,3 +137,31 @@ def test_external_data_is_an_onnx_option_only(fixtures, tmp_path, cli):
     done = cli("convert", fixtures / FULL, tmp_path / "m.h5", "--external-data")
     assert done.returncode == 2 and "--external-data applies only to onnx" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("external_data", [False, True])
+def test_lazy_tensors_are_computed_into_the_output_once_not_staged_in_the_scratch_file(weights_file, tmp_path,
+                                                                                     monkeypatch, external_data):
+    from rnnx import lazy
+
+    bundle = rnnx.load(weights_file)
+    assert all(lazy.is_lazy(d.W) for layer in bundle.layers for d in layer.directions)
+    staged = []
+    finish = external.WeightStore.finish
+
+    def finishing(self, *args, **kwargs):
+        staged.append(self.scratch.stat().st_size)  # what went to the scratch file while the model was built
+        return finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(external.WeightStore, "finish", finishing)
+    rnnx.save(bundle, tmp_path / "lazy.onnx", external_data=external_data)
+    assert staged == [0]
+    eager = Bundle([lazy.held(layer) for layer in bundle.layers], dict(bundle.source))
+    in_memory, _ = build_layers_model(eager)
+    onnx.save(in_memory, tmp_path / "in_memory.onnx")
+    if external_data:
+        assert _external_tensors(tmp_path / "lazy.onnx")
+        for got, want in zip(_outputs(tmp_path / "lazy.onnx"), _outputs(tmp_path / "in_memory.onnx")):
+            assert np.array_equal(got, want)
+    else:
+        assert (tmp_path / "lazy.onnx").read_bytes() == (tmp_path / "in_memory.onnx").read_bytes()

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 
 from ... import progress
 from ...errors import UnsupportedError
-from ...lazy import chunks
+from ...lazy import chunks, is_lazy
 
 INLINE_BYTES = 1024  # smaller tensors (shape constants, scalars) stay in the protobuf, as onnx.save does
 PROTOBUF_LIMIT = 2**31 - 1  # the largest message protobuf serializes or parses
@@ -45,12 +45,14 @@ def data_file_name(model_path: Path) -> str:
 
 
 class WeightStore:
-    """The bytes of a model's large initializers, written to `scratch` as each tensor is made."""
+    """The bytes of a model's large initializers: a lazy tensor (rnnx.lazy) is computed only when the model
+    is written, straight into the output file; any other goes to `scratch` as it is made."""
 
     def __init__(self, scratch: Path, location: str):
         self.scratch = Path(scratch)
         self.location = location  # the data file's name as the model will refer to it
-        self.spans: dict[str, tuple[int, int]] = {}
+        self.spans: dict[str, tuple[int | None, int]] = {}  # name -> (offset in scratch or None: pending, length)
+        self.pending: dict[str, object] = {}  # name -> the lazy tensor to write when the model is written
         self._file = open(self.scratch, "wb")
         self._end = 0
 
@@ -63,6 +65,13 @@ class WeightStore:
             return onnx.numpy_helper.from_array(np.ascontiguousarray(np.asarray(array)), name)
         tensor = TensorProto(name=name, dims=[int(d) for d in array.shape],
                              data_type=helper.np_dtype_to_tensor_dtype(dtype))
+        if is_lazy(array):  # written when the model is: one pass fewer over its bytes than via scratch
+            if name in self.spans:
+                raise ValueError(f"two initializers are named {name!r}")
+            self.spans[name] = (None, nbytes)
+            self.pending[name] = array
+            tensor.data_location = TensorProto.EXTERNAL
+            return tensor
         self._append(name, chunks(array, dtype.newbyteorder("<")), tensor)
         return tensor
 
@@ -74,7 +83,7 @@ class WeightStore:
         return tensor
 
     def _append(self, name: str, data, tensor: TensorProto) -> None:
-        if name in self.spans:
+        if name in self.spans and self.spans[name][0] is not None:
             raise ValueError(f"two initializers are named {name!r}")
         offset = self._end + (-self._end % ALIGNMENT)
         self._file.seek(offset)
@@ -108,17 +117,19 @@ class WeightStore:
         file as external data (the caller renames it beside the model), False when they went inline (the
         scratch file is then removed; also with external data asked for when no tensor reaches
         INLINE_BYTES, as onnx.save does)."""
-        self.close()
         _drop_unused(model, self)
         if check:
             check_skeleton(model)
         if external is None:
             external = inline_size(model, self) > limit
         if external and self.spans:
+            self._write_pending(model)
+            self.close()
             with open(model_path, "wb") as out:
                 out.write(model.SerializeToString())
             progress.wrote(0, self.model_name)  # the weights were counted as they went to the data file
             return True
+        self.close()
         if inline_size(model, self) > PROTOBUF_LIMIT:
             raise UnsupportedError(f"The ONNX model {model_path.name} would exceed protobuf's 2 GiB limit as one "
                                    f"file; write it with external data (--external-data).")
@@ -127,6 +138,21 @@ class WeightStore:
         progress.wrote(inline_size(model, self) - sum(n for _, n in self.spans.values()), self.model_name)
         self.scratch.unlink()
         return False
+
+
+    def _write_pending(self, model: onnx.ModelProto) -> None:
+        """Compute the pending tensors into the data file, in the model's order, and point the model at them."""
+        for tensor in model.graph.initializer:
+            if tensor.name in self.pending:
+                array = self.pending.pop(tensor.name)
+                self._append(tensor.name, chunks(array, np.dtype(array.dtype).newbyteorder("<")), tensor)
+
+    def pending_chunks(self, name: str):
+        """The bytes of pending tensor `name`, computed now, as arrays to write one after another."""
+        array = self.pending[name]
+        for part in chunks(array, np.dtype(array.dtype).newbyteorder("<")):
+            progress.wrote(part.nbytes, name)
+            yield part
 
 
 def check_skeleton(model: onnx.ModelProto) -> None:
@@ -152,6 +178,7 @@ def _drop_unused(model: onnx.ModelProto, store: WeightStore) -> None:
     held = {t.name for t in model.graph.initializer}
     for name in [n for n in store.spans if n not in held]:
         del store.spans[name]
+        store.pending.pop(name, None)
 
 
 # --- the streamed inline writer ---------------------------------------------------------
@@ -228,9 +255,9 @@ def _layout(model: onnx.ModelProto, store: WeightStore):
     for tensor in model.graph.initializer:
         before, after, span = _inline_tensor(tensor, store)
         size = len(before) + (span[1] if span else 0) + len(after)
-        tensors.append((_key(GRAPH_INITIALIZER) + _varint(size) + before, span, after, size))
+        tensors.append((_key(GRAPH_INITIALIZER) + _varint(size) + before, span, after, size, tensor.name))
     graph_size = len(graph_low) + len(graph_high) + sum(
-        len(_key(GRAPH_INITIALIZER)) + len(_varint(size)) + size for *_, size in tensors)
+        len(_key(GRAPH_INITIALIZER)) + len(_varint(size)) + size for *_, size, _ in tensors)
     shell = onnx.ModelProto()
     shell.CopyFrom(model)
     shell.ClearField("graph")
@@ -247,9 +274,16 @@ def inline_size(model: onnx.ModelProto, store: WeightStore) -> int:
 def _stream_inline(model: onnx.ModelProto, store: WeightStore, data, out) -> None:
     head, tensors, tail, _ = _layout(model, store)
     out.write(head)
-    for prefix, span, after, _ in tensors:
+    for prefix, span, after, _, name in tensors:
         out.write(prefix)
-        if span is not None:
+        if span is not None and span[0] is None:  # a lazy tensor, computed now
+            written = 0
+            for part in store.pending_chunks(name):
+                out.write(memoryview(part).cast("B") if part.size else b"")
+                written += part.nbytes
+            if written != span[1]:
+                raise ValueError(f"{name}: computed {written} bytes, its shape says {span[1]}")
+        elif span is not None:
             data.seek(span[0])
             _copy(data, out, span[1])
         out.write(after)
