@@ -150,6 +150,14 @@ class Context:
             self._consts[key] = name
         return name
 
+    def tensor(self, array, name: str) -> TensorProto:
+        """An initializer named `name` for a converter that builds its own (onnx_nodes.emit_layer): with a
+        store, its data goes there now, so no TensorProto ever holds a large tensor's bytes (a cleared
+        raw_data field keeps its memory until the message is freed)."""
+        if self.store is not None:
+            return self.store.tensor(array, name)
+        return numpy_helper.from_array(np.asarray(array), name)
+
     def ints(self, values, hint: str = "const") -> str:
         values = tuple(int(v) for v in values)
         return self.const(np.array(values, np.int64), f"{hint}_i64", key=("ints", values))
