@@ -198,12 +198,13 @@ class Context:
         self.graph_outputs.append(helper.make_tensor_value_info(name, elem_type, None))
 
     # --- weights ---------------------------------------------------------------------
-    def layer_weights(self, call: LayerCall, count: int | None = None) -> list[np.ndarray]:
-        """The stored tensors of a non-recurrent layer, in the order Keras stored them."""
+    def layer_weights(self, call: LayerCall, count: int | None = None, lazy: bool = False) -> list[np.ndarray]:
+        """The stored tensors of a non-recurrent layer, in the order Keras stored them; with `lazy` as the
+        reader gave them (rnnx.lazy arrays stay unread, for a writer that reads them one at a time)."""
         item = self._item(call)
         if not isinstance(item, OpaqueLayer):
             raise FormatError(f"Layer {call.name!r} ({call.class_name}) was read as a recurrent layer.")
-        arrays = [np.asarray(w) for _, w in item.weights]
+        arrays = [w if lazy else np.asarray(w) for _, w in item.weights]
         if count is not None and len(arrays) != count:
             raise FormatError(
                 f"Layer {call.name!r} ({call.class_name}) holds {len(arrays)} weight tensors; its config "
