@@ -150,6 +150,14 @@ class Context:
             self._consts[key] = name
         return name
 
+    def tensor(self, array, name: str) -> TensorProto:
+        """An initializer named `name` for a converter that builds its own (onnx_nodes.emit_layer): with a
+        store, its data goes there now, so no TensorProto ever holds a large tensor's bytes (a cleared
+        raw_data field keeps its memory until the message is freed)."""
+        if self.store is not None:
+            return self.store.tensor(array, name)
+        return numpy_helper.from_array(np.asarray(array), name)
+
     def ints(self, values, hint: str = "const") -> str:
         values = tuple(int(v) for v in values)
         return self.const(np.array(values, np.int64), f"{hint}_i64", key=("ints", values))
@@ -190,12 +198,13 @@ class Context:
         self.graph_outputs.append(helper.make_tensor_value_info(name, elem_type, None))
 
     # --- weights ---------------------------------------------------------------------
-    def layer_weights(self, call: LayerCall, count: int | None = None) -> list[np.ndarray]:
-        """The stored tensors of a non-recurrent layer, in the order Keras stored them."""
+    def layer_weights(self, call: LayerCall, count: int | None = None, lazy: bool = False) -> list[np.ndarray]:
+        """The stored tensors of a non-recurrent layer, in the order Keras stored them; with `lazy` as the
+        reader gave them (rnnx.lazy arrays stay unread, for a writer that reads them one at a time)."""
         item = self._item(call)
         if not isinstance(item, OpaqueLayer):
             raise FormatError(f"Layer {call.name!r} ({call.class_name}) was read as a recurrent layer.")
-        arrays = [np.asarray(w) for _, w in item.weights]
+        arrays = [w if lazy else np.asarray(w) for _, w in item.weights]
         if count is not None and len(arrays) != count:
             raise FormatError(
                 f"Layer {call.name!r} ({call.class_name}) holds {len(arrays)} weight tensors; its config "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...lazy import LazyArray
 from ..to_onnx.context import Context, LayerCall  # the weight lookup of nested / shared layers
 
 MAX_LINE = 100
@@ -61,7 +62,7 @@ class Program:
     ctx: Context  # weights of the Keras layers, found as the ONNX backend finds them
     modules: list[Module] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
-    state: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # numpy or rnnx.lazy arrays
     notes: list[str] = field(default_factory=list)
     stateful: list[str] = field(default_factory=list)  # attributes holding carried states
     _attrs: dict[str, str] = field(default_factory=dict)  # Keras layer name -> attribute
@@ -96,7 +97,8 @@ class Program:
         self._attrs[call.name] = attr
         self.modules.append(Module(attr, construction, f"{literal(call.name)} ({call.class_name})"))
         for key, array in params.items():
-            self.state[f"{attr}.{key}"] = np.ascontiguousarray(array)
+            # a lazy tensor is read when the state dict is written, tensor by tensor
+            self.state[f"{attr}.{key}"] = array if isinstance(array, LazyArray) else np.ascontiguousarray(array)
         return attr
 
     def constant(self, call: LayerCall, array: np.ndarray) -> str:

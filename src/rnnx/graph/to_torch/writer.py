@@ -17,11 +17,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from ... import __version__
 from ...canonical import Bundle
 from ...errors import UsageError
+from ...formats.safetensors_stream import save_file
 from ...io import atomic_output
 from .builder import build_program
 from .program import MAX_LINE, Program, literal
@@ -65,11 +64,9 @@ def write(bundle: Bundle, path: Path, standalone: bool = False, layer: str | Non
     text = source_text(prog, model.name, str(bundle.source.get("path", "")), args, outputs, path, standalone)
     compile(text, str(path), "exec")  # what we write must at least be valid Python
     weights_path = path.with_suffix(".safetensors")
-    from safetensors.numpy import save_file
-
     with atomic_output(weights_path) as tmp_weights, atomic_output(path) as tmp_source:
-        save_file({k: np.ascontiguousarray(v) for k, v in prog.state.items()}, str(tmp_weights),
-                  metadata={"format": "pt", "rnnx.version": __version__})
+        # tensor by tensor, lazy ones read as they are written: the bytes safetensors.numpy.save_file writes
+        save_file(prog.state, tmp_weights, metadata={"format": "pt", "rnnx.version": __version__})
         tmp_source.write_text(text)
     notes = [f"{len(prog.modules)} submodule(s) in class Model; its state dict is {weights_path.name} "
              f"({len(prog.state)} tensors)", *prog.notes]

@@ -220,7 +220,8 @@ def _run(ctx: Context, call: LayerCall, config: dict, inputs: list[Value], direc
     sequence = x.name if time_major else (x.time_major or x.name)
     emitted = onnx_nodes.emit_layer(layer, sequence, prefix, ctx.opset, sequence_lens=seq_lens,
                                     initial_h=initial.get("h"), initial_c=initial.get("c"),
-                                    batch_first=not time_major and x.time_major is None, node_name=node_name)
+                                    batch_first=not time_major and x.time_major is None, node_name=node_name,
+                                    tensor=ctx.tensor)
     if directions == 1 and config.get("go_backwards", False):
         emitted.node.attribute.append(helper.make_attribute("direction", "reverse"))
     ctx.adopt(emitted.nodes, emitted.initializers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....errors import UnsupportedError
+from ....lazy import derived
 from .. import activations
 from ..program import Program, Value
 from ..registry import converter
@@ -46,11 +47,12 @@ def _padded(prog: Program, call, x: str, kernel: int, stride: int, dilation: int
 def conv1d(prog: Program, call, inputs: list[Value]) -> list[Value]:
     x = inputs[0]
     use_bias = bool(call.option("use_bias", True))
-    weights = prog.ctx.layer_weights(call, 2 if use_bias else 1)
+    weights = prog.ctx.layer_weights(call, 2 if use_bias else 1, lazy=True)
     kernel = weights[0]  # Keras (k, in / groups, out); torch (out, in / groups, k)
     k, stride = kernel.shape[0], _single(call.config.get("strides"), 1)
     dilation, groups = _single(call.config.get("dilation_rate"), 1), int(call.option("groups", 1))
-    params = {"weight": np.transpose(kernel, (2, 1, 0))} | ({"bias": weights[1]} if use_bias else {})
+    weight = derived(kernel, kernel.shape[::-1], kernel.dtype, lambda k: np.ascontiguousarray(k.transpose(2, 1, 0)))
+    params = {"weight": weight} | ({"bias": weights[1]} if use_bias else {})
     attr = prog.module(call, f"nn.Conv1d({kernel.shape[1] * groups}, {kernel.shape[2]}, {k}, stride={stride}, "
                              f"dilation={dilation}, groups={groups}, bias={use_bias})", params)
     xin, transposed = _channels_first(prog, call, x)
