@@ -3,9 +3,10 @@
 `locate` is called while the archive is open: it takes the member's sizes from the central
 directory and its data offset from the local header, and checks them against the file's size, so
 that a member the file cannot hold is refused before anything is read. `read_data` reopens the
-file by path later and reads that range alone (stored members, which torch.save writes) or the
-member through zipfile (compressed ones); either way the bytes are checked against the member's
-CRC-32, as zipfile checks them, so a file damaged or changed since it was opened is refused then.
+file by path later and reads a byte range of the member: from the file directly for stored members
+(what torch.save writes), through zipfile for compressed ones. With `check` the member's CRC-32 is
+verified as zipfile verifies it, which takes reading the whole member, so a file damaged or
+changed since it was opened is refused then.
 """
 
 from __future__ import annotations
@@ -64,48 +65,62 @@ def locate(fh, info: zipfile.ZipInfo, path: Path, archive_size: int) -> MemberDa
     return MemberData(Path(path), info.filename, start, info.file_size, info.compress_type, info.CRC)
 
 
-def read_data(member: MemberData) -> np.ndarray:
-    """The member's bytes as a fresh uint8 array, read from the file now; FormatError when the file no
-    longer holds what it held when the member was located."""
-    raw = np.empty(member.size, np.uint8)
+def read_data(member: MemberData, start: int = 0, stop: int | None = None, check: bool = True) -> np.ndarray:
+    """Bytes [start, stop) of the member (all of it by default) as a fresh uint8 array, read from the file
+    now. `check`: verify the member's CRC-32, which means reading all of it (keeping only the range).
+    FormatError when the file no longer holds what it held when the member was located."""
+    stop = member.size if stop is None else stop
+    if not 0 <= start <= stop <= member.size:
+        raise ValueError(f"bytes {start}:{stop} of a member of {member.size}")
     if member.compress_type == zipfile.ZIP_STORED:
-        crc = _read_range(member, memoryview(raw))
-    else:
-        crc = _read_compressed(member, memoryview(raw))
-    if crc != member.crc:
-        raise FormatError(f"{member.path}: member {member.name!r} does not match its checksum; the file is damaged "
-                          f"or was changed after it was opened.")
-    return raw
+        return _read_stored(member, start, stop, check)
+    raw = _read_compressed(member)  # decompressing starts at the member's beginning anyway
+    return raw if (start, stop) == (0, member.size) else raw[start:stop].copy()
 
 
-def _read_range(member: MemberData, view: memoryview) -> int:
-    crc, filled = 0, 0
+def _read_stored(member: MemberData, start: int, stop: int, check: bool) -> np.ndarray:
+    out = np.empty(stop - start, np.uint8)
+    view, scratch = memoryview(out), None
+    pos, last = (0, member.size) if check else (start, stop)
+    crc = 0
     try:
         with open(member.path, "rb") as fh:
-            fh.seek(member.start)
-            while filled < member.size:
-                got = fh.readinto(view[filled:filled + _CHUNK])
+            fh.seek(member.start + pos)
+            while pos < last:
+                n = min(_CHUNK, last - pos)
+                direct = start <= pos and pos + n <= stop
+                if not direct and scratch is None:
+                    scratch = memoryview(bytearray(_CHUNK))
+                target = view[pos - start:pos - start + n] if direct else scratch[:n]
+                got = fh.readinto(target)
                 if not got:
                     break
-                crc = zlib.crc32(view[filled:filled + got], crc)
-                filled += got
+                if check:
+                    crc = zlib.crc32(target[:got], crc)
+                lo, hi = max(pos, start), min(pos + got, stop)
+                if not direct and lo < hi:
+                    view[lo - start:hi - start] = target[lo - pos:hi - pos]
+                pos += got
     except OSError as exc:
         raise FormatError(f"{member.path} cannot be read again ({exc.strerror}); it was moved or removed after "
                           f"it was opened.") from None
-    if filled < member.size:
+    if pos < last:
         raise FormatError(f"{member.path}: member {member.name!r} ends early; the file is truncated or was "
                           f"changed after it was opened.")
-    return crc
+    if check and crc != member.crc:
+        raise _checksum_error(member)
+    return out
 
 
-def _read_compressed(member: MemberData, view: memoryview) -> int:
-    """Through zipfile (which checks the CRC itself when the member ends); the CRC of what was read."""
-    filled = 0
+def _read_compressed(member: MemberData) -> np.ndarray:
+    """All of a compressed member, through zipfile, CRC checked."""
+    raw = np.empty(member.size, np.uint8)
+    view, filled = memoryview(raw), 0
     try:
         with zipfile.ZipFile(member.path) as zf:
             info = zf.getinfo(member.name)
             if (info.file_size, info.compress_type, info.CRC) != (member.size, member.compress_type, member.crc):
-                raise KeyError(member.name)
+                raise zipfile.BadZipFile(f"{member.name!r} is not the member it was")
             with zf.open(info) as fh:
                 while filled < member.size:
                     got = fh.readinto(view[filled:filled + _CHUNK])
@@ -118,4 +133,11 @@ def _read_compressed(member: MemberData, view: memoryview) -> int:
     if filled < member.size:
         raise FormatError(f"{member.path}: member {member.name!r} ends early; the file is truncated or was "
                           f"changed after it was opened.")
-    return zlib.crc32(view)
+    if zlib.crc32(view) != member.crc:
+        raise _checksum_error(member)
+    return raw
+
+
+def _checksum_error(member: MemberData) -> FormatError:
+    return FormatError(f"{member.path}: member {member.name!r} does not match its checksum; the file is damaged "
+                       f"or was changed after it was opened.")

@@ -234,29 +234,37 @@ class _StorageType(_Frozen):
 
 
 class _Storage(_Frozen):
-    """One storage: where its bytes lie, the dtype torch gave it, and its bytes once read.
+    """One storage: where its bytes lie, the dtype torch gave it, and its bytes while they are held.
 
     big_endian: the bytes of an untyped storage (dtype uint8) of a big-endian file, left unswapped.
     swap: the numpy dtype whose items are byte-swapped after reading (a typed storage of a big-endian
-    file), else None. `raw()` is the bytes in native order: read once while any tensor made from them
-    is held (a weak reference), or for good once `keep` is set (the eager reader).
+    file), else None. keep: the eager reader's storages, read whole once and kept.
     """
-    __slots__ = ("member", "nbytes", "dtype", "key", "big_endian", "swap", "keep", "_held")
+    __slots__ = ("member", "nbytes", "dtype", "key", "big_endian", "swap", "keep", "_held", "_checked")
 
     def __init__(self, member: zip_data.MemberData, dtype: _DType, key: str, big_endian: bool, swap, keep: bool):
         for name, value in (("member", member), ("nbytes", member.size), ("dtype", dtype), ("key", key),
-                            ("big_endian", big_endian), ("swap", swap), ("keep", keep), ("_held", None)):
+                            ("big_endian", big_endian), ("swap", swap), ("keep", keep), ("_held", None),
+                            ("_checked", False)):
             object.__setattr__(self, name, value)
 
-    def raw(self) -> np.ndarray:
+    def byte_range(self, start: int, stop: int) -> np.ndarray:
+        """Bytes [start, stop) in native order. All of them are read and shared while a tensor made from
+        them is held (a weak reference: tied weights); a range is read alone (the views into one flat
+        buffer that CUDA RNN modules save), the first one with the whole member read for its CRC."""
         held = self._held() if isinstance(self._held, weakref.ref) else self._held
         if held is not None:
-            return held
-        raw = zip_data.read_data(self.member)
+            return held[start:stop]
+        whole = self.keep or (start, stop) == (0, self.nbytes)
+        if whole:
+            raw = zip_data.read_data(self.member)
+            object.__setattr__(self, "_held", raw if self.keep else weakref.ref(raw))
+        else:
+            raw = zip_data.read_data(self.member, start, stop, check=not self._checked)
+        object.__setattr__(self, "_checked", True)
         if self.swap is not None:  # complex values swap each of their two parts; bfloat16 is read as uint16
             raw.view(self.swap).byteswap(inplace=True)
-        object.__setattr__(self, "_held", raw if self.keep else weakref.ref(raw))
-        return raw
+        return raw[start:stop] if whole else raw
 
     def __repr__(self):
         return f"storage {self.key}"
@@ -398,6 +406,9 @@ def _rebuild(path: Path, lazy: bool, storage, offset, size, stride, dtype, metad
     if storage.big_endian and dtype.itemsize > 1:
         raise FormatError(f"{path}: a {dtype.name} tensor of this big-endian file lies on a storage of bytes, "
                           f"which rnnx does not byte-swap; save the file on a little-endian machine.")
+    if storage.swap is not None and dtype.name != storage.dtype.name:
+        raise FormatError(f"{path}: a {dtype.name} tensor of this big-endian file lies on a {storage.dtype.name} "
+                          f"storage, which torch.save never writes.")
     if storage.nbytes % dtype.itemsize:
         raise FormatError(f"{path}: {storage} has {storage.nbytes} bytes, not a whole number of "
                           f"{dtype.name} values.")
@@ -407,16 +418,20 @@ def _rebuild(path: Path, lazy: bool, storage, offset, size, stride, dtype, metad
     if count * numpy_dtype.itemsize > sys.maxsize:
         raise FormatError(f"{path}: a tensor on {storage} claims size {list(size)}, more than any memory "
                           f"can hold; the file is damaged.")
-    if count and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= length:
+    extent = sum((n - 1) * s for n, s in zip(size, stride)) + 1  # values from the first to the last one
+    if count and offset + extent > length:
         raise FormatError(f"{path}: a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) "
                           f"reaches past the end of {storage}, which holds {length} values; the file "
                           f"is damaged.")
     bfloat16 = dtype.name == "bfloat16"
     conj, neg = bool(metadata and metadata.get("conj")), bool(metadata and metadata.get("neg"))
 
+    first, stop = (offset, offset + extent) if lazy else (0, length)  # lazy: the bytes the view spans alone
+
     def load() -> np.ndarray:
-        values = storage.raw().view(numpy_dtype) if count else np.empty(0, numpy_dtype)
-        array = _strided(values, offset, size, stride, count)
+        item = numpy_dtype.itemsize
+        values = storage.byte_range(first * item, stop * item).view(numpy_dtype) if count else np.empty(0, numpy_dtype)
+        array = _strided(values, offset - first, size, stride, count)
         if conj:
             array = np.conj(array)
         if neg:
