@@ -9,13 +9,13 @@ is refused with a FormatError. Tensors come back with torch's dtype (bfloat16, w
 lacks, as `BFloat16Array`; dtypes numpy cannot hold and quantized / sparse tensors as
 `UnreadableTensor`), byte-swapped when the file says it is big-endian.
 
-`load_state(path, lazy=True)` reads only the pickle: each tensor is a LazyArray whose values
-are read from its storage's range of the file when used (zip_data; tensors sharing a storage
-share one read while any of them is held). Every size the file claims (members in the central
-directory and local headers, storages against their members, each tensor's view against its
-storage) is checked while the pickle is read, before anything is allocated; what only the data
-can show (a member truncated or damaged since, its CRC) is checked when it is read.
-torch is never imported here.
+`load_state(path, lazy=True)` reads only the pickle: each tensor is a LazyArray that reads the
+bytes its view spans from the file when it is used (zip_data); tensors viewing all of a storage
+(tied weights) share one read while any of them is held. Every size the file claims (members in
+the central directory and local headers, storages against their members, each tensor's view
+against its storage) is checked while the pickle is read, before anything is allocated; what
+only the data can show (a member truncated or damaged since, its CRC) when it is read. torch is
+never imported here.
 """
 
 from __future__ import annotations
