@@ -491,7 +491,9 @@ def build_target(bundle: Bundle) -> Target:
                 raise UnsupportedError(
                     f"Layers {owner[full]!r} and {who!r} would both be written as {full!r} in the state dict; "
                     f"rename one of them or convert them one at a time with --layer.")
-            out.state[full] = array if is_lazy(array) else np.ascontiguousarray(array)  # lazy: read when written
+            # lazy: read when written; asarray, not ascontiguousarray, which makes a 0-d tensor (BatchNorm's
+            # num_batches_tracked) 1-d
+            out.state[full] = array if is_lazy(array) else np.asarray(array, order="C")
             owner[full] = who
 
     def built(prefix: str, call: str | None, sources: list[str]):

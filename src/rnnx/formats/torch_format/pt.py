@@ -1,11 +1,12 @@
 """Format "torch": state dicts and checkpoints written by torch.save (.pt, .pth, .bin, .ckpt, .tar).
 
 Zip-format files (torch.save's default since 1.6) are read by zip_pickle with numpy alone
-and a restricted unpickler; legacy files (pickle streams) only with
-`torch.load(path, map_location="cpu", weights_only=True)`. Either way a checkpoint that needs
-arbitrary pickle code (a whole pickled model, a custom class) is refused and nothing from it
-runs. Nested checkpoints (`{'epoch', 'model', 'optimizer'}`,
-Lightning's `{'state_dict': ...}`) are searched for the dict holding the recurrent weights;
+and a restricted unpickler, lazily: a tensor's bytes are read from the file when it is used
+(written, verified), so `inspect` and refusals read none. Legacy files (pickle streams) are
+read whole, only with `torch.load(path, map_location="cpu", weights_only=True)`. Either way a
+checkpoint that needs arbitrary pickle code (a whole pickled model, a custom class) is refused
+and nothing from it runs. Nested checkpoints (`{'epoch', 'model', 'optimizer'}`, Lightning's
+`{'state_dict': ...}`) are searched for the dict holding the recurrent weights;
 see layout.py for how keys become layers. .pt files are written in the zip format by
 zip_writer, without torch; torch is imported only here, lazily, to read legacy files and run
 layers for verify.
@@ -39,7 +40,7 @@ def _torch():
 
 def read(path: Path, **_options) -> Bundle:
     if torch_zip.is_torch_zip(path):
-        loaded = torch_zip.load_state(path)
+        loaded = torch_zip.load_state(path, lazy=True)  # tensors read when used
         is_tensor = torch_zip.is_tensor
     else:
         loaded, is_tensor = _load_legacy(path)

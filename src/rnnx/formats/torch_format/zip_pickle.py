@@ -5,11 +5,17 @@ A torch zip holds `<archive>/data.pkl` (the pickled object tree), one member
 is read by a restricted Unpickler: `find_class` hands out only small stand-ins for the
 names torch.save writes for plain tensors and containers (the rebuild functions, storage
 classes, dtypes, OrderedDict, ...), so no code from the file ever runs; any other name
-is refused with a FormatError. Tensors come back as numpy arrays with torch's dtype
-(bfloat16, which numpy lacks, as `BFloat16Array`; dtypes numpy cannot hold and
-quantized / sparse tensors as `UnreadableTensor`), byte-swapped when the file says it is
-big-endian. Sizes the file claims are checked against what it holds before anything is
-allocated, and every tensor against its storage. torch is never imported here.
+is refused with a FormatError. Tensors come back with torch's dtype (bfloat16, which numpy
+lacks, as `BFloat16Array`; dtypes numpy cannot hold and quantized / sparse tensors as
+`UnreadableTensor`), byte-swapped when the file says it is big-endian.
+
+`load_state(path, lazy=True)` reads only the pickle: each tensor is a LazyArray that reads the
+bytes its view spans from the file when it is used (zip_data); tensors viewing all of a storage
+(tied weights) share one read while any of them is held. Every size the file claims (members in
+the central directory and local headers, storages against their members, each tensor's view
+against its storage) is checked while the pickle is read, before anything is allocated; what
+only the data can show (a member truncated or damaged since, its CRC) when it is read. torch is
+never imported here.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import math
 import pickle
 import re
 import sys
+import weakref
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -27,6 +34,8 @@ import numpy as np
 
 from ...errors import FormatError
 from ...io import safe_member_name
+from ...lazy import LazyArray
+from . import zip_data
 
 # torch storage class -> torch dtype name; dtype name -> numpy dtype (None: numpy has none)
 STORAGE_DTYPES = {
@@ -52,7 +61,7 @@ _STORAGE_KEY = re.compile(r"\w+\Z")
 
 
 def is_tensor(value) -> bool:
-    return isinstance(value, (np.ndarray, BFloat16Array, UnreadableTensor))
+    return isinstance(value, (np.ndarray, LazyArray, BFloat16Array, UnreadableTensor))
 
 
 def refusal_message(path: Path, name: str = "") -> str:
@@ -66,16 +75,17 @@ def is_torch_zip(path: Path) -> bool:
         return fh.read(4) == b"PK\x03\x04"
 
 
-def load_state(path: Path) -> object:
-    """The object tree torch.save wrote to `path`, tensors as numpy arrays; FormatError if unsafe or broken."""
+def load_state(path: Path, lazy: bool = False) -> object:
+    """The object tree torch.save wrote to `path`, tensors as numpy arrays (lazy: as LazyArrays read from
+    the file when used); FormatError if unsafe or broken."""
     path = Path(path)
     archive_size = path.stat().st_size
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
             prefix = _archive_prefix(zf, path)
             byteorder = _byteorder(zf, prefix, path, archive_size)
             pickled = _read_member(zf, f"{prefix}/data.pkl", path, archive_size)
-            unpickler = _Unpickler(io.BytesIO(pickled), zf, prefix, byteorder, path, archive_size)
+            unpickler = _Unpickler(io.BytesIO(pickled), zf, fh, prefix, byteorder, path, archive_size, lazy)
             return unpickler.load()
     except FormatError:
         raise
@@ -138,20 +148,14 @@ def _read_member(zf: zipfile.ZipFile, name: str, path: Path, archive_size: int) 
     return zf.read(_checked_info(zf, name, path, archive_size))
 
 
-def _read_storage(zf: zipfile.ZipFile, name: str, nbytes: int, path: Path, archive_size: int) -> np.ndarray:
+def _locate_storage(zf: zipfile.ZipFile, fh, name: str, nbytes: int, path: Path,
+                    archive_size: int) -> zip_data.MemberData:
+    """Where the storage member `name` of `nbytes` bytes lies, every size checked; nothing is read."""
     info = _checked_info(zf, name, path, archive_size)
     if info.file_size != nbytes:
         raise FormatError(f"{path}: storage {name!r} should hold {nbytes} bytes but holds {info.file_size}; "
                           f"the file is damaged.")
-    raw = np.empty(nbytes, np.uint8)
-    view, filled = memoryview(raw), 0
-    with zf.open(info) as fh:
-        while filled < nbytes:
-            got = fh.readinto(view[filled:filled + (1 << 24)])
-            if not got:
-                raise FormatError(f"{path}: storage {name!r} ends early; the file is truncated.")
-            filled += got
-    return raw
+    return zip_data.locate(fh, info, path, archive_size)
 
 
 # --- the restricted unpickler ------------------------------------------------------------------
@@ -174,10 +178,10 @@ class _Frozen:
 
 
 class BFloat16Array(_Frozen):
-    """A bfloat16 tensor (numpy has no bfloat16); `float32` holds its values exactly."""
+    """A bfloat16 tensor (numpy has no bfloat16); `float32` (an array or a LazyArray) holds its values exactly."""
     __slots__ = ("float32",)
 
-    def __init__(self, float32: np.ndarray):
+    def __init__(self, float32):
         object.__setattr__(self, "float32", float32)
 
     @property
@@ -230,17 +234,37 @@ class _StorageType(_Frozen):
 
 
 class _Storage(_Frozen):
-    """One loaded storage: its bytes in native (little-endian) order and the dtype torch gave it.
+    """One storage: where its bytes lie, the dtype torch gave it, and its bytes while they are held.
 
-    big_endian: the bytes of an untyped storage (dtype uint8) of a big-endian file, still unswapped.
+    big_endian: the bytes of an untyped storage (dtype uint8) of a big-endian file, left unswapped.
+    swap: the numpy dtype whose items are byte-swapped after reading (a typed storage of a big-endian
+    file), else None. keep: the eager reader's storages, read whole once and kept.
     """
-    __slots__ = ("raw", "dtype", "key", "big_endian")
+    __slots__ = ("member", "nbytes", "dtype", "key", "big_endian", "swap", "keep", "_held", "_checked")
 
-    def __init__(self, raw: np.ndarray, dtype: _DType, key: str, big_endian: bool):
-        object.__setattr__(self, "raw", raw)
-        object.__setattr__(self, "dtype", dtype)
-        object.__setattr__(self, "key", key)
-        object.__setattr__(self, "big_endian", big_endian)
+    def __init__(self, member: zip_data.MemberData, dtype: _DType, key: str, big_endian: bool, swap, keep: bool):
+        for name, value in (("member", member), ("nbytes", member.size), ("dtype", dtype), ("key", key),
+                            ("big_endian", big_endian), ("swap", swap), ("keep", keep), ("_held", None),
+                            ("_checked", False)):
+            object.__setattr__(self, name, value)
+
+    def byte_range(self, start: int, stop: int) -> np.ndarray:
+        """Bytes [start, stop) in native order. All of them are read and shared while a tensor made from
+        them is held (a weak reference: tied weights); a range is read alone (the views into one flat
+        buffer that CUDA RNN modules save), the first one with the whole member read for its CRC."""
+        held = self._held() if isinstance(self._held, weakref.ref) else self._held
+        if held is not None:
+            return held[start:stop]
+        whole = self.keep or (start, stop) == (0, self.nbytes)
+        if whole:
+            raw = zip_data.read_data(self.member)
+            object.__setattr__(self, "_held", raw if self.keep else weakref.ref(raw))
+        else:
+            raw = zip_data.read_data(self.member, start, stop, check=not self._checked)
+        object.__setattr__(self, "_checked", True)
+        if self.swap is not None:  # complex values swap each of their two parts; bfloat16 is read as uint16
+            raw.view(self.swap).byteswap(inplace=True)
+        return raw[start:stop] if whole else raw
 
     def __repr__(self):
         return f"storage {self.key}"
@@ -262,12 +286,12 @@ class _Global(_Frozen):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, zf, prefix, byteorder, path, archive_size):
+    def __init__(self, file, zf, fh, prefix, byteorder, path, archive_size, lazy):
         super().__init__(file, encoding="utf-8")
-        self._zf, self._prefix, self._byteorder = zf, prefix, byteorder
-        self._path, self._archive_size = path, archive_size
+        self._zf, self._fh, self._prefix, self._byteorder = zf, fh, prefix, byteorder
+        self._path, self._archive_size, self._lazy = path, archive_size, lazy
         self._storages: dict[str, _Storage] = {}
-        self._globals = _allowed_globals(path)
+        self._globals = _allowed_globals(path, lazy)
 
     def find_class(self, module, name):
         if module == "__builtin__":  # protocol 2 spells builtins this way
@@ -293,27 +317,25 @@ class _Unpickler(pickle.Unpickler):
                 raise FormatError(f"{self._path} reads storage {key} as {storage.dtype} and as {dtype}; "
                                   f"torch.save never writes that.")
             return storage
-        raw = _read_storage(self._zf, f"{self._prefix}/data/{key}", numel * dtype.itemsize,
-                            self._path, self._archive_size)
+        member = _locate_storage(self._zf, self._fh, f"{self._prefix}/data/{key}", numel * dtype.itemsize,
+                                 self._path, self._archive_size)
         big_endian = self._byteorder == "big"
-        if big_endian and dtype.numpy is not None and dtype.itemsize > 1:
-            # complex values swap each of their two parts; bfloat16 is read as uint16
-            native = np.dtype(dtype.numpy)
-            raw = raw.view(native.newbyteorder(">")).astype(native).view(np.uint8)
+        swap = np.dtype(dtype.numpy) if big_endian and dtype.numpy is not None and dtype.itemsize > 1 else None
         untyped = storage_type.dtype is None
-        storage = self._storages[key] = _Storage(raw, dtype, key, big_endian and untyped)
+        storage = self._storages[key] = _Storage(member, dtype, key, big_endian and untyped, swap,
+                                                 keep=not self._lazy)
         return storage
 
 
-def _allowed_globals(path: Path) -> dict[str, _Global | _DType | _StorageType]:
+def _allowed_globals(path: Path, lazy: bool) -> dict[str, _Global | _DType | _StorageType]:
     def rebuild_v2(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
-        return _rebuild(path, storage, offset, size, stride, None, metadata)
+        return _rebuild(path, lazy, storage, offset, size, stride, None, metadata)
 
     def rebuild_v1(storage, offset, size, stride):
-        return _rebuild(path, storage, offset, size, stride, None, None)
+        return _rebuild(path, lazy, storage, offset, size, stride, None, None)
 
     def rebuild_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
-        return _rebuild(path, storage, offset, size, stride, dtype, metadata)
+        return _rebuild(path, lazy, storage, offset, size, stride, dtype, metadata)
 
     def parameter(data, requires_grad=True, hooks=None, state=None):
         return data  # nn.Parameter: the tensor it wraps
@@ -364,8 +386,9 @@ def _allowed_globals(path: Path) -> dict[str, _Global | _DType | _StorageType]:
     return allowed
 
 
-def _rebuild(path: Path, storage, offset, size, stride, dtype, metadata):
-    """The tensor torch._utils._rebuild_tensor* makes, as a numpy array, every index checked first."""
+def _rebuild(path: Path, lazy: bool, storage, offset, size, stride, dtype, metadata):
+    """The tensor torch._utils._rebuild_tensor* makes, every index checked against the storage's size first:
+    a numpy array, or (lazy) a LazyArray that reads the storage when used."""
     if not isinstance(storage, _Storage):
         raise FormatError(f"{path} builds a tensor from {storage!r:.60}, not from a storage.")
     size, stride = tuple(size), tuple(stride)
@@ -383,26 +406,45 @@ def _rebuild(path: Path, storage, offset, size, stride, dtype, metadata):
     if storage.big_endian and dtype.itemsize > 1:
         raise FormatError(f"{path}: a {dtype.name} tensor of this big-endian file lies on a storage of bytes, "
                           f"which rnnx does not byte-swap; save the file on a little-endian machine.")
-    if storage.raw.size % dtype.itemsize:
-        raise FormatError(f"{path}: {storage} has {storage.raw.size} bytes, not a whole number of "
+    if storage.swap is not None and dtype.name != storage.dtype.name:
+        raise FormatError(f"{path}: a {dtype.name} tensor of this big-endian file lies on a {storage.dtype.name} "
+                          f"storage, which torch.save never writes.")
+    if storage.nbytes % dtype.itemsize:
+        raise FormatError(f"{path}: {storage} has {storage.nbytes} bytes, not a whole number of "
                           f"{dtype.name} values.")
-    values = storage.raw.view(dtype.numpy)
+    numpy_dtype = np.dtype(dtype.numpy)
+    length = storage.nbytes // numpy_dtype.itemsize
     count = math.prod(size)
-    if count * values.itemsize > sys.maxsize:
+    if count * numpy_dtype.itemsize > sys.maxsize:
         raise FormatError(f"{path}: a tensor on {storage} claims size {list(size)}, more than any memory "
                           f"can hold; the file is damaged.")
-    if count and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= values.size:
+    extent = sum((n - 1) * s for n, s in zip(size, stride)) + 1  # values from the first to the last one
+    if count and offset + extent > length:
         raise FormatError(f"{path}: a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) "
-                          f"reaches past the end of {storage}, which holds {values.size} values; the file "
+                          f"reaches past the end of {storage}, which holds {length} values; the file "
                           f"is damaged.")
-    array = _strided(values, offset, size, stride, count)
-    if metadata and metadata.get("conj"):
-        array = np.conj(array)
-    if metadata and metadata.get("neg"):
-        array = np.negative(array)
-    if dtype.name == "bfloat16":  # bfloat16 is the upper half of a float32
-        return BFloat16Array((array.astype(np.uint32) << 16).view(np.float32))
-    return array
+    bfloat16 = dtype.name == "bfloat16"
+    conj, neg = bool(metadata and metadata.get("conj")), bool(metadata and metadata.get("neg"))
+
+    first, stop = (offset, offset + extent) if lazy else (0, length)  # lazy: the bytes the view spans alone
+
+    def load() -> np.ndarray:
+        item = numpy_dtype.itemsize
+        values = storage.byte_range(first * item, stop * item).view(numpy_dtype) if count else np.empty(0, numpy_dtype)
+        array = _strided(values, offset - first, size, stride, count)
+        if conj:
+            array = np.conj(array)
+        if neg:
+            array = np.negative(array)
+        if bfloat16:  # bfloat16 is the upper half of a float32
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        return array
+
+    if lazy and count:
+        values = LazyArray(size, np.float32 if bfloat16 else numpy_dtype, load, f"{path.name}:{storage.member.name}")
+    else:
+        values = load()
+    return BFloat16Array(values) if bfloat16 else values
 
 
 def _strided(values: np.ndarray, offset: int, size: tuple, stride: tuple, count: int) -> np.ndarray:
