@@ -187,3 +187,15 @@ def test_writing_into_a_mapped_tensor_changes_the_copy_in_memory_not_the_file(fi
     assert float(np.asarray(stored)[0, 0]) == 2.5
     assert copy.read_bytes() == before
     assert float(np.asarray(rnnx.load(copy).layers[0].directions[0].W.origin[1])[0, 0]) == first
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("shape", [(3, 5), (128, 128), (129, 300), (1000, 257), (256, 4096)])
+def test_tiled_transposes_equal_numpys_transpose(monkeypatch, threaded, shape):
+    from rnnx.formats.keras2 import layout
+
+    monkeypatch.setattr(layout, "THREADED_BYTES", 0 if threaded else 1 << 62)
+    a = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+    got = layout.transposed(a)
+    assert got.flags.c_contiguous and got.shape == shape[::-1] and np.array_equal(got, a.T)
+    assert np.array_equal(layout.transposed(a[:, ::2]), a[:, ::2].T)  # a strided view too
