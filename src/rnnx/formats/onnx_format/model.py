@@ -45,6 +45,7 @@ from ...errors import FormatError, UnsupportedError, UsageError
 from ...lazy import LazyArray
 from . import external as external_weights
 from . import nodes as onnx_nodes
+from . import skeleton as onnx_skeleton
 from .. import unheld_call_options
 from .nodes import DEFAULT_OPSET, MIN_OPSET_OPTIONAL_STATES, OP_TYPE
 
@@ -76,24 +77,46 @@ def refusal(layer: RecurrentLayer) -> str | None:
     return None
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """Parse `path` as an ONNX model without loading external data; FormatError if it is not one."""
+def load_model(path: Path, lazy: bool = True) -> onnx.ModelProto:
+    """Parse `path` as an ONNX model without loading external data; FormatError if it is not one.
+
+    lazy: each inline raw_data of external.INLINE_BYTES or more stays in the file, the tensor marked as
+    external data at its own byte range of the model file (see skeleton.py), so that parsing holds
+    the model's structure but no weights; False parses every byte, as onnx.load does."""
     path = Path(path)
-    data = path.read_bytes()
-    if not data:
+    if path.stat().st_size == 0:
         raise FormatError(f"{path} is empty (0 bytes); it is not an ONNX model.")
+    location = _own_location(path) if lazy else None
+    try:
+        data = (path.read_bytes() if location is None
+                else onnx_skeleton.skeleton(path, location, external_weights.INLINE_BYTES))
+    except onnx_skeleton.ProtoError as exc:
+        raise FormatError(f"{path} is not an ONNX model ({exc}); it may be truncated or another kind of "
+                          f"file.") from None
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
     except Exception:  # protobuf's DecodeError and friends: the bytes are not a ModelProto
         raise FormatError(f"{path} is not an ONNX model (its bytes do not parse as an ONNX ModelProto); "
                           f"it may be truncated or another kind of file.") from None
+    del data
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise FormatError(f"{path} is not an ONNX model (no IR version, graph or opset found); "
                           f"it may be truncated or another kind of file.")
     with _located(path):
         check_external_data(model, path)
     return model
+
+
+def _own_location(path: Path) -> str | None:
+    """The model file's name as an external-data location in its own folder, or None when it cannot be
+    one (not UTF-8, or a name the location check refuses): then the file is parsed whole."""
+    name = Path(path).resolve().name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return name if _location_inside(name) else None
 
 
 @contextmanager
@@ -126,9 +149,7 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         where = f"{path}: tensor {tensor.name!r} keeps its data in {location!r}"
-        parts = set(PurePosixPath(location).parts) | set(PureWindowsPath(location).parts)
-        if (not location or ".." in parts or PurePosixPath(location).is_absolute()
-                or PureWindowsPath(location).is_absolute() or PureWindowsPath(location).drive):
+        if not _location_inside(location):
             raise FormatError(f"{where}, outside the model's folder; rnnx reads external data only from "
                               f"files beside the model.")
         target = (folder / location).resolve()
@@ -143,6 +164,14 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
             raise FormatError(f"{where} with an unreadable offset or length.") from None
         if offset < 0 or length < 0 or offset + length > target.stat().st_size:
             raise FormatError(f"{where} at bytes {offset}..{offset + length}, past the end of that file.")
+
+
+def _location_inside(location: str) -> bool:
+    """Whether `location` names a file in the model's folder or below it (as text: no '..', no root,
+    no drive, on POSIX or Windows)."""
+    parts = set(PurePosixPath(location).parts) | set(PureWindowsPath(location).parts)
+    return not (not location or ".." in parts or PurePosixPath(location).is_absolute()
+                or PureWindowsPath(location).is_absolute() or bool(PureWindowsPath(location).drive))
 
 
 def _all_tensors(graph: onnx.GraphProto):
@@ -314,8 +343,9 @@ _NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<
 
 
 def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str):
-    """A tensor kept in an external data file (already checked to lie inside the model's folder and the
-    file) as a LazyArray reading just its range of that file when used."""
+    """A tensor kept out of the parsed model (in an external data file or in the model file itself, its
+    range already checked to lie inside the model's folder and the file) as a LazyArray reading just
+    that range when used."""
     info = {e.key: e.value for e in proto.external_data}
     target = (base / info["location"]).resolve()
     offset = int(info.get("offset", 0) or 0)
@@ -325,11 +355,17 @@ def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str)
         raise FormatError(f"{where} claims shape {dims}, more than {info['location']} holds.")
 
     def load():
-        with open(target, "rb") as fh:
-            fh.seek(offset)
-            return np.fromfile(fh, dtype, count).astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+        return read_range(target, offset, dtype, count).astype(dtype.newbyteorder("="), copy=False).reshape(dims)
 
     return LazyArray(dims, dtype.newbyteorder("="), load, f"{info['location']}:{proto.name}")
+
+
+def read_range(path: Path, offset: int, dtype: np.dtype, count: int) -> np.ndarray:
+    """`count` values of `dtype` at byte `offset` of `path`: how every tensor the model file or its
+    external data keeps out of the parsed model is read (the range is checked beforehand)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return np.fromfile(fh, dtype, count)
 
 
 def _layer_of(found: FoundNode, base: Path) -> RecurrentLayer:
