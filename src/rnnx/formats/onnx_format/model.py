@@ -343,9 +343,10 @@ _NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<
 
 
 def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str):
-    """A tensor kept out of the parsed model (in an external data file or in the model file itself, its
+    """A weight kept out of the parsed model (in an external data file or in the model file itself, its
     range already checked to lie inside the model's folder and the file) as a LazyArray reading just
-    that range when used."""
+    that range when used. A weight of several directions [D, ...] is read by direction: each direction
+    is its own range, so the canonical layer reads each once (see nodes.BY_DIRECTION)."""
     info = {e.key: e.value for e in proto.external_data}
     target = (base / info["location"]).resolve()
     offset = int(info.get("offset", 0) or 0)
@@ -353,11 +354,20 @@ def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str)
     count = math.prod(int(d) for d in dims)
     if count * dtype.itemsize > target.stat().st_size - offset:
         raise FormatError(f"{where} claims shape {dims}, more than {info['location']} holds.")
+    label = f"{info['location']}:{proto.name}"
+    native = dtype.newbyteorder("=")
 
-    def load():
-        return read_range(target, offset, dtype, count).astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+    def ranged(start: int, shape: list, name: str) -> LazyArray:
+        size = math.prod(shape)
+        return LazyArray(shape, native, lambda: read_range(target, start, dtype, size).astype(
+            native, copy=False).reshape(shape), name)
 
-    return LazyArray(dims, dtype.newbyteorder("="), load, f"{info['location']}:{proto.name}")
+    if len(dims) < 2 or dims[0] < 2:
+        return ranged(offset, dims, label)
+    stride = count // dims[0] * dtype.itemsize
+    parts = tuple(ranged(offset + k * stride, dims[1:], f"{label}[{k}]") for k in range(dims[0]))
+    return LazyArray(dims, native, lambda: np.stack([p.load() for p in parts]), label, reads_file=False,
+                     origin=(onnx_nodes.BY_DIRECTION, parts))
 
 
 def read_range(path: Path, offset: int, dtype: np.dtype, count: int) -> np.ndarray:

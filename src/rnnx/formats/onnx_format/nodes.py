@@ -63,11 +63,12 @@ from ...canonical import gates
 from ...canonical.activations import Activation
 from ...canonical.model import ACTIVATION_COUNT, DEFAULT_ACTIVATIONS, Direction, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
-from ...lazy import derived, joined
+from ...lazy import derived, joined, undo
 
 DEFAULT_OPSET = 14
 MIN_OPSET = 7  # LSTM-7 / GRU-7 / RNN-7: the forms every runtime knows
 MIN_OPSET_OPTIONAL_STATES = 8  # Expand
+BY_DIRECTION = "onnx directions"  # a lazy [D, ...] tensor whose origin is its D parts, each read alone
 
 OP_TYPE = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 CELL_OF_OP = {v: k for k, v in OP_TYPE.items()}
@@ -234,14 +235,19 @@ def layer_from_onnx(name: str, op_type: str, W: np.ndarray, R: np.ndarray, B: np
     order, canonical = ONNX_GATES[cell], gates.CANONICAL_ORDER[cell]
 
     def of_direction(T, k, half=None, src=order, dst=canonical):
-        """Direction k of T [D, ...] in canonical gate order (B: its half 0 = Wb or 1 = Rb); lazy if T is."""
+        """Direction k of T [D, ...] in canonical gate order (B: its half 0 = Wb or 1 = Rb); lazy if T is,
+        and then computed from direction k's own part of T when T is read by direction."""
         width = T.shape[1] // 2
+        parts = undo(T, BY_DIRECTION)
 
         def compute(t):
-            rows = t[k] if half is None else t[k, half * width:(half + 1) * width]
-            return np.array(gates.reorder(rows, src, dst), copy=True)
+            rows = t if parts is not None else t[k]
+            rows = rows if half is None else rows[half * width:(half + 1) * width]
+            out = gates.reorder(rows, src, dst)
+            return out if out.base is None and out is not t else out.copy()  # owns its values, holds no t
 
-        return derived(T, T.shape[1:] if half is None else (width,), T.dtype, compute)
+        return derived(T if parts is None else parts[k], T.shape[1:] if half is None else (width,), T.dtype,
+                       compute)
 
     directions = [
         Direction(W=of_direction(W, k), R=of_direction(R, k),
