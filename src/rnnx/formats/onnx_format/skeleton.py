@@ -1,14 +1,15 @@
-"""The skeleton of an .onnx file: its ModelProto with every large inline raw_data left in the file.
+"""The skeleton of an .onnx file: its ModelProto with every large inline tensor left in the file.
 
-onnx.load parses a whole file, copying every tensor's raw_data into memory. `skeleton` walks the
+onnx.load parses a whole file, copying every tensor's values into memory. `skeleton` walks the
 protobuf wire format instead, through the messages that can hold tensors (model -> graph -> node
 -> attribute -> tensor; sparse tensors, subgraphs, functions and training graphs likewise) and
-copies every other byte as it is. A TensorProto whose raw_data is at least `threshold` bytes is
-rewritten as ONNX external data pointing at the model file itself (location: its own name,
-offset and length of those bytes), so that the external-data path serves it: a LazyArray reading
-that range when used, after the same bounds checks. The length prefixes of the messages around a
-rewritten tensor are re-encoded. Parsing the skeleton gives what parsing the file gives, but for
-those tensors; a message shorter than `threshold` cannot hold one, so it is copied unread.
+copies every other byte as it is. A TensorProto whose values take `threshold` bytes or more, as
+raw_data (or, for float32 / float64, as a packed float_data / double_data: the same little-endian
+bytes), is rewritten as ONNX external data pointing at the model file itself (location: its own
+name; offset and length of those bytes), so that the external-data path serves it: a LazyArray
+reading that range when used, after the same bounds checks. The length prefixes of the messages
+around a rewritten tensor are re-encoded. Parsing the skeleton gives what parsing the file gives,
+but for those tensors. A message shorter than `threshold` cannot hold one: it is copied unread.
 
 Protobuf merges the occurrences of a singular message field, so a tensor is rewritten only where
 its bytes are the whole of it: a singular field seen twice in its message is copied as it is.
@@ -31,6 +32,7 @@ __all__ = ["skeleton", "ProtoError", "CHILDREN"]
 
 LEN, VARINT, FIXED64, FIXED32, START_GROUP, END_GROUP = 2, 0, 1, 5, 3, 4
 MAX_FIELD = 2**29 - 1
+MAX_LENGTH = 2**31 - 1  # protobuf's limit on one field (and one message)
 MAX_DEPTH = 100  # protobuf's own nesting limit: deeper messages are left to it, copied as they are
 
 # onnx.proto: message -> {field number: (message it holds, repeated)} for the fields that lead to
@@ -47,8 +49,15 @@ CHILDREN: dict[str, dict[int, tuple[str, bool]]] = {
     "SparseTensorProto": {1: ("TensorProto", False), 2: ("TensorProto", False)},
     "TensorProto": {},
 }
-TENSOR_RAW_DATA, TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION = 9, 13, 14
+TENSOR_DATA_TYPE, TENSOR_RAW_DATA, TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION = 2, 9, 13, 14
+TENSOR_FLOAT_DATA, TENSOR_DOUBLE_DATA = 4, 10
+TENSOR_DATA_FIELDS = {4, 5, 6, 7, 9, 10, 11}  # float, int32, string, int64, raw, double, uint64 values
+FLOAT, DOUBLE = 1, 11  # TensorProto.DataType
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+# The value fields whose bytes are the tensor's little-endian values, as external data holds them:
+# field -> (bytes per value, the data type they must be of: None for raw_data, any). A packed
+# float_data of a FLOAT tensor is its raw_data, field for field; int32_data (float16) is varints.
+RANGED = {TENSOR_RAW_DATA: (1, None), TENSOR_FLOAT_DATA: (4, FLOAT), TENSOR_DOUBLE_DATA: (8, DOUBLE)}
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ class _Scanner:
             elif wire == FIXED32:
                 pos += 4
             elif wire == LEN:
-                length, pos = read_varint(data, pos)
+                length, pos = self._length(pos, field_start)
                 if length > end - pos:
                     raise ProtoError(f"a field at byte {field_start} claims {length} bytes, more than its "
                                      f"message holds")
@@ -99,6 +108,15 @@ class _Scanner:
             if pos > end:
                 raise ProtoError(f"a field at byte {field_start} runs past the end of its message")
             yield _Field(number, wire, field_start, tag_end, tag_end, pos)
+
+    def _length(self, pos: int, field_start: int) -> tuple[int, int]:
+        """A length prefix at `pos`, as protobuf takes one: at most 5 bytes, under 2 GiB."""
+        length, after = read_varint(self.data, pos)
+        if length > MAX_LENGTH:
+            raise ProtoError(f"a field at byte {field_start} claims {length} bytes, more than protobuf allows")
+        if after - pos > 5:
+            raise ProtoError(f"a field at byte {field_start} has a length prefix of {after - pos} bytes")
+        return length, after
 
     def _skip_group(self, number: int, pos: int, end: int) -> int:
         """The position after the END_GROUP that closes the group `number` opened before `pos`."""
@@ -119,7 +137,7 @@ class _Scanner:
             elif wire == FIXED32:
                 pos += 4
             elif wire == LEN:
-                length, pos = read_varint(data, pos)
+                length, pos = self._length(pos, field_start)
                 pos += length
             elif wire == START_GROUP:
                 if len(open_groups) >= MAX_DEPTH:
@@ -167,19 +185,24 @@ class _Scanner:
         return b"".join(pieces)
 
     def tensor(self, start: int, end: int) -> bytes | None:
-        raw = None
+        data, data_type = None, 0
         for f in self.fields(start, end):
-            if f.number == TENSOR_RAW_DATA:
-                if raw is not None or f.wire != LEN:
-                    return None  # several raw_data (the last one wins) or a malformed one: left to protobuf
-                raw = f
+            if f.number in TENSOR_DATA_FIELDS:
+                if data is not None:
+                    return None  # values in two fields (or two pieces): left to protobuf and the reader
+                data = f
             elif f.number in (TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION):
                 return None  # already says where its data is: read as it says
-        if raw is None or raw.end - raw.value_start < self.threshold:
+            elif f.number == TENSOR_DATA_TYPE and f.wire == VARINT:
+                data_type = read_varint(self.data, f.tag_end)[0]  # the last one counts, as in protobuf
+        if data is None or data.wire != LEN or data.number not in RANGED:
             return None
-        offset, length = raw.value_start, raw.end - raw.value_start
+        itemsize, wanted_type = RANGED[data.number]
+        offset, length = data.value_start, data.end - data.value_start
+        if length < self.threshold or length % itemsize or wanted_type not in (None, data_type):
+            return None
         self.rewritten += 1
-        return b"".join([self.data[start:raw.start], self.data[raw.end:end],
+        return b"".join([self.data[start:data.start], self.data[data.end:end],
                          _entry("location", self.location), _entry("offset", str(offset)),
                          _entry("length", str(length)),
                          _varint(TENSOR_DATA_LOCATION << 3 | VARINT), _varint(EXTERNAL)])
