@@ -328,7 +328,7 @@ def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.
     if available is not None and available != count * itemsize:
         raise FormatError(f"{where} claims shape {dims} but holds {available} bytes, not {count * itemsize}.")
     if proto.data_location == TensorProto.EXTERNAL:
-        return _external_array(proto, base, dims, where)
+        return _external_array(proto, base, dims, where, role)
     try:
         array = numpy_helper.to_array(proto, base_dir=str(base))
     except Exception as exc:  # onnx raises assorted errors on malformed tensors
@@ -342,11 +342,12 @@ _NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<
              TensorProto.FLOAT16: np.dtype("<f2")}
 
 
-def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str):
+def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str, role: str = ""):
     """A weight kept out of the parsed model (in an external data file or in the model file itself, its
     range already checked to lie inside the model's folder and the file) as a LazyArray reading just
-    that range when used. A weight of several directions [D, ...] is read by direction: each direction
-    is its own range, so the canonical layer reads each once (see nodes.BY_DIRECTION)."""
+    that range when used. A weight [D, ...] of a recurrent node is read by direction, and a bias B by
+    direction and half (Wb, Rb): each part is its own range, so that the canonical layer, made of those
+    parts, reads each byte once (see nodes.BY_DIRECTION)."""
     info = {e.key: e.value for e in proto.external_data}
     target = (base / info["location"]).resolve()
     offset = int(info.get("offset", 0) or 0)
@@ -354,7 +355,6 @@ def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str)
     count = math.prod(int(d) for d in dims)
     if count * dtype.itemsize > target.stat().st_size - offset:
         raise FormatError(f"{where} claims shape {dims}, more than {info['location']} holds.")
-    label = f"{info['location']}:{proto.name}"
     native = dtype.newbyteorder("=")
 
     def ranged(start: int, shape: list, name: str) -> LazyArray:
@@ -362,12 +362,23 @@ def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str)
         return LazyArray(shape, native, lambda: read_range(target, start, dtype, size).astype(
             native, copy=False).reshape(shape), name)
 
-    if len(dims) < 2 or dims[0] < 2:
+    def joined(shape: list, parts: tuple, how, tag: str, name: str) -> LazyArray:
+        return LazyArray(shape, native, lambda: how([p.load() for p in parts]), name, reads_file=False,
+                         origin=(tag, parts))
+
+    def direction(start: int, shape: list, name: str) -> LazyArray:
+        if role != "B" or len(shape) != 1 or shape[0] % 2:
+            return ranged(start, shape, name)
+        half = shape[0] // 2
+        halves = (ranged(start, [half], f"{name}[Wb]"), ranged(start + half * dtype.itemsize, [half], f"{name}[Rb]"))
+        return joined(shape, halves, np.concatenate, onnx_nodes.BY_HALF, name)
+
+    label = f"{info['location']}:{proto.name}"
+    if len(dims) < 2 or not dims[0]:
         return ranged(offset, dims, label)
     stride = count // dims[0] * dtype.itemsize
-    parts = tuple(ranged(offset + k * stride, dims[1:], f"{label}[{k}]") for k in range(dims[0]))
-    return LazyArray(dims, native, lambda: np.stack([p.load() for p in parts]), label, reads_file=False,
-                     origin=(onnx_nodes.BY_DIRECTION, parts))
+    parts = tuple(direction(offset + k * stride, dims[1:], f"{label}[{k}]") for k in range(dims[0]))
+    return joined(dims, parts, np.stack, onnx_nodes.BY_DIRECTION, label)
 
 
 def read_range(path: Path, offset: int, dtype: np.dtype, count: int) -> np.ndarray:
