@@ -70,7 +70,8 @@ def large_values(tensor: TensorProto, threshold: int) -> bool:
     if len(held) != 1:
         return False
     return (len(tensor.raw_data) >= threshold
-            or (tensor.data_type == TensorProto.FLOAT and held == ["float_data"] and 4 * len(tensor.float_data) >= threshold)
+            or (tensor.data_type == TensorProto.FLOAT and held == ["float_data"]
+                and 4 * len(tensor.float_data) >= threshold)
             or (tensor.data_type == TensorProto.DOUBLE and held == ["double_data"]
                 and 8 * len(tensor.double_data) >= threshold))
 

@@ -95,7 +95,13 @@ def test_the_scanned_fields_are_every_way_onnx_proto_has_to_a_tensor():
     fields = TensorProto.DESCRIPTOR.fields_by_name
     assert (fields["raw_data"].number, fields["external_data"].number, fields["data_location"].number) == (
         skeleton.TENSOR_RAW_DATA, skeleton.TENSOR_EXTERNAL_DATA, skeleton.TENSOR_DATA_LOCATION)
-    assert TensorProto.EXTERNAL == skeleton.EXTERNAL
+    assert (fields["data_type"].number, fields["float_data"].number, fields["double_data"].number) == (
+        skeleton.TENSOR_DATA_TYPE, skeleton.TENSOR_FLOAT_DATA, skeleton.TENSOR_DOUBLE_DATA)
+    values = {f.number for f in TensorProto.DESCRIPTOR.fields if f.name.endswith("_data") and f.name != "external_data"}
+    assert values == skeleton.TENSOR_DATA_FIELDS
+    assert fields["float_data"].is_packed and fields["double_data"].is_packed  # how onnx writes them
+    assert (TensorProto.EXTERNAL, TensorProto.FLOAT, TensorProto.DOUBLE) == (
+        skeleton.EXTERNAL, skeleton.FLOAT, skeleton.DOUBLE)
     entry = onnx.StringStringEntryProto.DESCRIPTOR.fields_by_name
     assert (entry["key"].number, entry["value"].number) == (1, 2)
 

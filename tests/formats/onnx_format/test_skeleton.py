@@ -20,7 +20,7 @@ from onnx_helpers import random_layer  # noqa: E402
 
 import rnnx  # noqa: E402
 from rnnx.canonical import Bundle  # noqa: E402
-from rnnx.errors import FormatError, RnnxError  # noqa: E402
+from rnnx.errors import FormatError  # noqa: E402
 from rnnx.formats.onnx_format import model as onnx_model  # noqa: E402
 from rnnx.lazy import LazyArray  # noqa: E402
 
@@ -38,16 +38,17 @@ def field(number: int, payload: bytes) -> bytes:
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
-def model_bytes(graph: bytes, before: bytes = b"", after: bytes = b"") -> bytes:
-    """A ModelProto (IR 7, opset 14) around the serialized GraphProto `graph`."""
+def model_bytes(graph: bytes, after: bytes = b"") -> bytes:
+    """A ModelProto (IR 7, opset 14) around the serialized GraphProto `graph`, then the bytes `after`."""
     shell = onnx.ModelProto(ir_version=7, producer_name="test")
     shell.opset_import.add(domain="", version=14)
-    return before + shell.SerializeToString() + field(7, graph) + after
+    return shell.SerializeToString() + field(7, graph) + after
 
 
 def lstm_graph(units=16, inputs=8) -> onnx.GraphProto:
+    """The graph rnnx writes for one LSTM (W 2 KiB, R 4 KiB)."""
     layer = random_layer("lstm", units=units, inputs=inputs, name="l", seed=3)
-    return rnnx.formats.onnx_format.model.build_layers_model(Bundle([layer]), plain_names=True)[0].graph
+    return onnx_model.build_layers_model(Bundle([layer]), plain_names=True)[0].graph
 
 
 def _parse(data: bytes) -> onnx.ModelProto | None:
@@ -127,26 +128,28 @@ def test_fuzzed_headers_are_refused_or_read_as_protobuf_reads_them(everywhere, t
 
 
 # --- malformed wire data ---------------------------------------------------------------------
-def _padded_graph() -> bytes:
+def _graph() -> bytes:
     return lstm_graph().SerializeToString()
 
 
 MALFORMED = {
-    "length prefix of 6 bytes": lambda: model_bytes(_padded_graph(), after=varint(30 << 3 | 2) + long_varint(1, 6) + b"a"),
+    "length prefix of 6 bytes": lambda: model_bytes(_graph(),
+                                                    after=varint(30 << 3 | 2) + long_varint(1, 6) + b"a"),
     "graph longer than the file": lambda: model_bytes(b"") + varint(7 << 3 | 2) + varint(2**40) + b"\0" * 2000,
     "tensor longer than its graph": lambda: model_bytes(
-        _padded_graph() + field(5, field(8, b"w") + varint(9 << 3 | 2) + varint(2**62) + b"\0" * 2000)),
+        _graph() + field(5, field(8, b"w") + varint(9 << 3 | 2) + varint(2**62) + b"\0" * 2000)),
     "raw_data longer than its tensor": lambda: model_bytes(
-        _padded_graph() + varint(5 << 3 | 2) + varint(2004) + varint(9 << 3 | 2) + varint(10**6) + b"\0" * 2000),
-    "varint of 11 bytes": lambda: model_bytes(_padded_graph()) + varint(1 << 3) + b"\xff" * 10 + b"\x01",
-    "wire type 7": lambda: model_bytes(_padded_graph(), after=bytes([30 << 3 | 7])),
-    "wire type 6 inside the graph": lambda: model_bytes(_padded_graph() + bytes([31 << 3 | 6])),
-    "field number 0": lambda: model_bytes(_padded_graph(), after=b"\x02\x01a"),
-    "field tag of 6 bytes": lambda: model_bytes(_padded_graph(), after=b"\x88\x80\x80\x80\x80\x00\x01"),
-    "group never closed": lambda: model_bytes(_padded_graph(), after=varint(30 << 3 | 3) + varint(8) + b"\x01"),
-    "group closed by another field": lambda: model_bytes(_padded_graph() + varint(30 << 3 | 3) + varint(31 << 3 | 4)),
-    "end of a group never opened": lambda: model_bytes(_padded_graph() + varint(30 << 3 | 4)),
-    "fixed64 past the end": lambda: model_bytes(_padded_graph(), after=varint(30 << 3 | 1) + b"\0\0\0"),
+        _graph() + varint(5 << 3 | 2) + varint(2004) + varint(9 << 3 | 2) + varint(10**6) + b"\0" * 2000),
+    "varint of 11 bytes": lambda: model_bytes(_graph()) + varint(1 << 3) + b"\xff" * 10 + b"\x01",
+    "wire type 7": lambda: model_bytes(_graph(), after=varint(30 << 3 | 7)),
+    "wire type 6 inside the graph": lambda: model_bytes(_graph() + varint(31 << 3 | 6)),
+    "varint cut short": lambda: model_bytes(_graph(), after=varint(1 << 3) + b"\xff\xff"),
+    "field number 0": lambda: model_bytes(_graph(), after=b"\x02\x01a"),
+    "field tag of 6 bytes": lambda: model_bytes(_graph(), after=b"\x88\x80\x80\x80\x80\x00\x01"),
+    "group never closed": lambda: model_bytes(_graph(), after=varint(30 << 3 | 3) + varint(8) + b"\x01"),
+    "group closed by another field": lambda: model_bytes(_graph() + varint(30 << 3 | 3) + varint(31 << 3 | 4)),
+    "end of a group never opened": lambda: model_bytes(_graph() + varint(30 << 3 | 4)),
+    "fixed64 past the end": lambda: model_bytes(_graph(), after=varint(30 << 3 | 1) + b"\0\0\0"),
 }
 
 
@@ -158,7 +161,8 @@ def test_malformed_wire_data_is_refused_as_protobuf_refuses_it(tmp_path, what):
     assert _parse(path.read_bytes()) is None  # not the scan's own strictness: protobuf refuses it too
     tracemalloc.start()
     try:
-        with pytest.raises(FormatError, match=rf"^{path}.*is not an ONNX model .*it may be truncated"):
+        # the scan's own sentence (what, at which byte), before protobuf sees anything
+        with pytest.raises(FormatError, match=rf"^{path} is not an ONNX model \(.* at byte \d+.*\); it may be truncated"):
             onnx_model.load_model(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:

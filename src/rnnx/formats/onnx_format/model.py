@@ -4,7 +4,9 @@ Reading: every LSTM, GRU and RNN node (subgraphs of If / Loop / Scan included) w
 and P are initializers or Constant nodes becomes a RecurrentLayer named after its node
 (op type + index when the node has none; made unique). Weights computed at run time are
 reported by name, never guessed. External data is read only from files inside the model's
-folder, checked before anything is loaded.
+folder, checked before anything is loaded. The file is parsed as a skeleton (skeleton.py): each
+tensor of 1 KiB or more stays in the file as external data at its own byte range, so that the
+weights are read, by direction, only when a conversion uses them and `inspect` reads none.
 
 Writing (a Bundle without an architecture, or one layer): one model with one node per
 recurrent layer, layout 0 wrapped in Transposes. Default I/O, per layer (or per stack of
@@ -80,9 +82,9 @@ def refusal(layer: RecurrentLayer) -> str | None:
 def load_model(path: Path, lazy: bool = True) -> onnx.ModelProto:
     """Parse `path` as an ONNX model without loading external data; FormatError if it is not one.
 
-    lazy: each inline raw_data of external.INLINE_BYTES or more stays in the file, the tensor marked as
-    external data at its own byte range of the model file (see skeleton.py), so that parsing holds
-    the model's structure but no weights; False parses every byte, as onnx.load does."""
+    lazy: the values of each tensor of external.INLINE_BYTES or more stay in the file, the tensor marked
+    as external data at their byte range of the model file itself (see skeleton.py), so that the parsed
+    model holds the structure but no weights; False parses every byte, as onnx.load does."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise FormatError(f"{path} is empty (0 bytes); it is not an ONNX model.")

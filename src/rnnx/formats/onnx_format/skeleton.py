@@ -36,7 +36,7 @@ MAX_LENGTH = 2**31 - 1  # protobuf's limit on one field (and one message)
 MAX_DEPTH = 100  # protobuf's own nesting limit: deeper messages are left to it, copied as they are
 
 # onnx.proto: message -> {field number: (message it holds, repeated)} for the fields that lead to
-# tensors. tests/formats/onnx_format/test_skeleton.py checks them against onnx's compiled descriptors.
+# tensors. tests/formats/onnx_format/test_lazy_inline.py checks them against onnx's compiled descriptors.
 CHILDREN: dict[str, dict[int, tuple[str, bool]]] = {
     "ModelProto": {7: ("GraphProto", False), 20: ("TrainingInfoProto", True), 25: ("FunctionProto", True)},
     "TrainingInfoProto": {1: ("GraphProto", False), 2: ("GraphProto", False)},
@@ -75,20 +75,25 @@ class _Scanner:
         self.data = data  # bytes-like, indexed by absolute file offset
         self.location = location
         self.threshold = threshold
-        self.rewritten = 0
+
+    def varint(self, pos: int) -> tuple[int, int]:
+        try:
+            return read_varint(self.data, pos)
+        except ProtoError as exc:
+            raise ProtoError(f"{exc} at byte {pos}") from None
 
     def fields(self, start: int, end: int):
         """The fields of the message data[start:end], in order, each checked to lie within it."""
-        data, pos = self.data, start
+        pos = start
         while pos < end:
             field_start = pos
-            tag, pos = read_varint(data, pos)
+            tag, pos = self.varint(pos)
             number, wire = tag >> 3, tag & 7
             if number == 0 or number > MAX_FIELD or pos - field_start > 5:
                 raise ProtoError(f"an invalid field tag at byte {field_start}")
             tag_end = pos
             if wire == VARINT:
-                _, pos = read_varint(data, pos)
+                _, pos = self.varint(pos)
             elif wire == FIXED64:
                 pos += 8
             elif wire == FIXED32:
@@ -102,7 +107,7 @@ class _Scanner:
                 pos += length
                 continue
             elif wire == START_GROUP:
-                pos = self._skip_group(number, pos, end)
+                pos = self._skip_group(number, field_start, pos, end)
             else:  # a lone END_GROUP, or wire types 6 and 7, which do not exist
                 raise ProtoError(f"wire type {wire} at byte {field_start}")
             if pos > end:
@@ -111,27 +116,26 @@ class _Scanner:
 
     def _length(self, pos: int, field_start: int) -> tuple[int, int]:
         """A length prefix at `pos`, as protobuf takes one: at most 5 bytes, under 2 GiB."""
-        length, after = read_varint(self.data, pos)
+        length, after = self.varint(pos)
         if length > MAX_LENGTH:
             raise ProtoError(f"a field at byte {field_start} claims {length} bytes, more than protobuf allows")
         if after - pos > 5:
             raise ProtoError(f"a field at byte {field_start} has a length prefix of {after - pos} bytes")
         return length, after
 
-    def _skip_group(self, number: int, pos: int, end: int) -> int:
-        """The position after the END_GROUP that closes the group `number` opened before `pos`."""
+    def _skip_group(self, number: int, opened: int, pos: int, end: int) -> int:
+        """The position after the END_GROUP that closes the group `number` opened at byte `opened`."""
         open_groups = [number]
-        data = self.data
         while open_groups:
             if pos >= end:
-                raise ProtoError(f"a group (field {number}) is never closed")
+                raise ProtoError(f"a group opened at byte {opened} is never closed")
             field_start = pos
-            tag, pos = read_varint(data, pos)
+            tag, pos = self.varint(pos)
             inner, wire = tag >> 3, tag & 7
             if inner == 0 or inner > MAX_FIELD or pos - field_start > 5:
                 raise ProtoError(f"an invalid field tag at byte {field_start}")
             if wire == VARINT:
-                _, pos = read_varint(data, pos)
+                _, pos = self.varint(pos)
             elif wire == FIXED64:
                 pos += 8
             elif wire == FIXED32:
@@ -194,14 +198,13 @@ class _Scanner:
             elif f.number in (TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION):
                 return None  # already says where its data is: read as it says
             elif f.number == TENSOR_DATA_TYPE and f.wire == VARINT:
-                data_type = read_varint(self.data, f.tag_end)[0]  # the last one counts, as in protobuf
+                data_type = self.varint(f.tag_end)[0]  # the last one counts, as in protobuf
         if data is None or data.wire != LEN or data.number not in RANGED:
             return None
         itemsize, wanted_type = RANGED[data.number]
         offset, length = data.value_start, data.end - data.value_start
         if length < self.threshold or length % itemsize or wanted_type not in (None, data_type):
             return None
-        self.rewritten += 1
         return b"".join([self.data[start:data.start], self.data[data.end:end],
                          _entry("location", self.location), _entry("offset", str(offset)),
                          _entry("length", str(length)),
