@@ -364,7 +364,7 @@ def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str,
         return LazyArray(shape, native, lambda: read_range(target, start, dtype, size).astype(
             native, copy=False).reshape(shape), name)
 
-    def joined(shape: list, parts: tuple, how, tag: str, name: str) -> LazyArray:
+    def combined(shape: list, parts: tuple, how, tag: str, name: str) -> LazyArray:
         return LazyArray(shape, native, lambda: how([p.load() for p in parts]), name, reads_file=False,
                          origin=(tag, parts))
 
@@ -373,14 +373,14 @@ def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str,
             return ranged(start, shape, name)
         half = shape[0] // 2
         halves = (ranged(start, [half], f"{name}[Wb]"), ranged(start + half * dtype.itemsize, [half], f"{name}[Rb]"))
-        return joined(shape, halves, np.concatenate, onnx_nodes.BY_HALF, name)
+        return combined(shape, halves, np.concatenate, onnx_nodes.BY_HALF, name)
 
     label = f"{info['location']}:{proto.name}"
     if len(dims) < 2 or not dims[0]:
         return ranged(offset, dims, label)
     stride = count // dims[0] * dtype.itemsize
     parts = tuple(direction(offset + k * stride, dims[1:], f"{label}[{k}]") for k in range(dims[0]))
-    return joined(dims, parts, np.stack, onnx_nodes.BY_DIRECTION, label)
+    return combined(dims, parts, np.stack, onnx_nodes.BY_DIRECTION, label)
 
 
 def read_range(path: Path, offset: int, dtype: np.dtype, count: int) -> np.ndarray:
