@@ -254,3 +254,28 @@ def _names(h5):
     names = []
     h5.visit(names.append)
     return names
+
+
+# --- memory ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def four_mib(tmp_path_factory) -> Path:
+    """Two 256-unit LSTMs: four 1 MiB weights (W, R of each) in a 4 MiB inline model."""
+    path = tmp_path_factory.mktemp("four_mib") / "four.onnx"
+    rnnx.save(Bundle([random_layer("lstm", units=256, inputs=256, name="a", seed=1),
+                      random_layer("lstm", units=256, inputs=256, name="b", seed=2)]), path)
+    return path
+
+
+@pytest.mark.parametrize("target", [".onnx", ".safetensors", ".h5", ".rnnx"])
+def test_a_conversion_holds_about_one_tensor_at_a_time(four_mib, tmp_path, target):
+    import tracemalloc
+
+    rnnx.convert(four_mib, tmp_path / f"warm{target}")  # imports and caches out of the count
+    tracemalloc.start()
+    try:
+        rnnx.convert(four_mib, tmp_path / f"out{target}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    largest = 4 * 256 * 256 * 4
+    assert peak < 2.5 * largest, peak / largest  # a weight as read and its reordered copy; never the model
