@@ -281,6 +281,7 @@ def _stream_inline(model: onnx.ModelProto, store: WeightStore, data, out) -> Non
             for part in store.pending_chunks(name):
                 out.write(memoryview(part).cast("B") if part.size else b"")
                 written += part.nbytes
+            part = None  # the last part is a view of the whole tensor: let it go before the next is computed
             if written != span[1]:
                 raise ValueError(f"{name}: computed {written} bytes, its shape says {span[1]}")
         elif span is not None:

@@ -4,7 +4,9 @@ Reading: every LSTM, GRU and RNN node (subgraphs of If / Loop / Scan included) w
 and P are initializers or Constant nodes becomes a RecurrentLayer named after its node
 (op type + index when the node has none; made unique). Weights computed at run time are
 reported by name, never guessed. External data is read only from files inside the model's
-folder, checked before anything is loaded.
+folder, checked before anything is loaded. The file is parsed as a skeleton (skeleton.py): each
+tensor of 1 KiB or more stays in the file as external data at its own byte range, so that the
+weights are read, by direction, only when a conversion uses them and `inspect` reads none.
 
 Writing (a Bundle without an architecture, or one layer): one model with one node per
 recurrent layer, layout 0 wrapped in Transposes. Default I/O, per layer (or per stack of
@@ -45,6 +47,7 @@ from ...errors import FormatError, UnsupportedError, UsageError
 from ...lazy import LazyArray
 from . import external as external_weights
 from . import nodes as onnx_nodes
+from . import skeleton as onnx_skeleton
 from .. import unheld_call_options
 from .nodes import DEFAULT_OPSET, MIN_OPSET_OPTIONAL_STATES, OP_TYPE
 
@@ -76,24 +79,46 @@ def refusal(layer: RecurrentLayer) -> str | None:
     return None
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """Parse `path` as an ONNX model without loading external data; FormatError if it is not one."""
+def load_model(path: Path, lazy: bool = True) -> onnx.ModelProto:
+    """Parse `path` as an ONNX model without loading external data; FormatError if it is not one.
+
+    lazy: the values of each tensor of external.INLINE_BYTES or more stay in the file, the tensor marked
+    as external data at their byte range of the model file itself (see skeleton.py), so that the parsed
+    model holds the structure but no weights; False parses every byte, as onnx.load does."""
     path = Path(path)
-    data = path.read_bytes()
-    if not data:
+    if path.stat().st_size == 0:
         raise FormatError(f"{path} is empty (0 bytes); it is not an ONNX model.")
+    location = _own_location(path) if lazy else None
+    try:
+        data = (path.read_bytes() if location is None
+                else onnx_skeleton.skeleton(path, location, external_weights.INLINE_BYTES))
+    except onnx_skeleton.ProtoError as exc:
+        raise FormatError(f"{path} is not an ONNX model ({exc}); it may be truncated or another kind of "
+                          f"file.") from None
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
     except Exception:  # protobuf's DecodeError and friends: the bytes are not a ModelProto
         raise FormatError(f"{path} is not an ONNX model (its bytes do not parse as an ONNX ModelProto); "
                           f"it may be truncated or another kind of file.") from None
+    del data
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise FormatError(f"{path} is not an ONNX model (no IR version, graph or opset found); "
                           f"it may be truncated or another kind of file.")
     with _located(path):
         check_external_data(model, path)
     return model
+
+
+def _own_location(path: Path) -> str | None:
+    """The model file's name as an external-data location in its own folder, or None when it cannot be
+    one (not UTF-8, or a name the location check refuses): then the file is parsed whole."""
+    name = Path(path).resolve().name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return name if _location_inside(name) else None
 
 
 @contextmanager
@@ -126,9 +151,7 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         where = f"{path}: tensor {tensor.name!r} keeps its data in {location!r}"
-        parts = set(PurePosixPath(location).parts) | set(PureWindowsPath(location).parts)
-        if (not location or ".." in parts or PurePosixPath(location).is_absolute()
-                or PureWindowsPath(location).is_absolute() or PureWindowsPath(location).drive):
+        if not _location_inside(location):
             raise FormatError(f"{where}, outside the model's folder; rnnx reads external data only from "
                               f"files beside the model.")
         target = (folder / location).resolve()
@@ -143,6 +166,14 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
             raise FormatError(f"{where} with an unreadable offset or length.") from None
         if offset < 0 or length < 0 or offset + length > target.stat().st_size:
             raise FormatError(f"{where} at bytes {offset}..{offset + length}, past the end of that file.")
+
+
+def _location_inside(location: str) -> bool:
+    """Whether `location` names a file in the model's folder or below it (as text: no '..', no root,
+    no drive, on POSIX or Windows)."""
+    parts = set(PurePosixPath(location).parts) | set(PureWindowsPath(location).parts)
+    return not (not location or ".." in parts or PurePosixPath(location).is_absolute()
+                or PureWindowsPath(location).is_absolute() or bool(PureWindowsPath(location).drive))
 
 
 def _all_tensors(graph: onnx.GraphProto):
@@ -299,7 +330,7 @@ def _to_array(proto: onnx.TensorProto, base: Path, owner: str, role: str) -> np.
     if available is not None and available != count * itemsize:
         raise FormatError(f"{where} claims shape {dims} but holds {available} bytes, not {count * itemsize}.")
     if proto.data_location == TensorProto.EXTERNAL:
-        return _external_array(proto, base, dims, where)
+        return _external_array(proto, base, dims, where, role)
     try:
         array = numpy_helper.to_array(proto, base_dir=str(base))
     except Exception as exc:  # onnx raises assorted errors on malformed tensors
@@ -313,9 +344,12 @@ _NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<
              TensorProto.FLOAT16: np.dtype("<f2")}
 
 
-def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str):
-    """A tensor kept in an external data file (already checked to lie inside the model's folder and the
-    file) as a LazyArray reading just its range of that file when used."""
+def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str, role: str = ""):
+    """A weight kept out of the parsed model (in an external data file or in the model file itself, its
+    range already checked to lie inside the model's folder and the file) as a LazyArray reading just
+    that range when used. A weight [D, ...] of a recurrent node is read by direction, and a bias B by
+    direction and half (Wb, Rb): each part is its own range, so that the canonical layer, made of those
+    parts, reads each byte once (see nodes.BY_DIRECTION)."""
     info = {e.key: e.value for e in proto.external_data}
     target = (base / info["location"]).resolve()
     offset = int(info.get("offset", 0) or 0)
@@ -323,13 +357,38 @@ def _external_array(proto: onnx.TensorProto, base: Path, dims: list, where: str)
     count = math.prod(int(d) for d in dims)
     if count * dtype.itemsize > target.stat().st_size - offset:
         raise FormatError(f"{where} claims shape {dims}, more than {info['location']} holds.")
+    native = dtype.newbyteorder("=")
 
-    def load():
-        with open(target, "rb") as fh:
-            fh.seek(offset)
-            return np.fromfile(fh, dtype, count).astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+    def ranged(start: int, shape: list, name: str) -> LazyArray:
+        size = math.prod(shape)
+        return LazyArray(shape, native, lambda: read_range(target, start, dtype, size).astype(
+            native, copy=False).reshape(shape), name)
 
-    return LazyArray(dims, dtype.newbyteorder("="), load, f"{info['location']}:{proto.name}")
+    def combined(shape: list, parts: tuple, how, tag: str, name: str) -> LazyArray:
+        return LazyArray(shape, native, lambda: how([p.load() for p in parts]), name, reads_file=False,
+                         origin=(tag, parts))
+
+    def direction(start: int, shape: list, name: str) -> LazyArray:
+        if role != "B" or len(shape) != 1 or shape[0] % 2:
+            return ranged(start, shape, name)
+        half = shape[0] // 2
+        halves = (ranged(start, [half], f"{name}[Wb]"), ranged(start + half * dtype.itemsize, [half], f"{name}[Rb]"))
+        return combined(shape, halves, np.concatenate, onnx_nodes.BY_HALF, name)
+
+    label = f"{info['location']}:{proto.name}"
+    if len(dims) < 2 or not dims[0]:
+        return ranged(offset, dims, label)
+    stride = count // dims[0] * dtype.itemsize
+    parts = tuple(direction(offset + k * stride, dims[1:], f"{label}[{k}]") for k in range(dims[0]))
+    return combined(dims, parts, np.stack, onnx_nodes.BY_DIRECTION, label)
+
+
+def read_range(path: Path, offset: int, dtype: np.dtype, count: int) -> np.ndarray:
+    """`count` values of `dtype` at byte `offset` of `path`: how every tensor the model file or its
+    external data keeps out of the parsed model is read (the range is checked beforehand)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return np.fromfile(fh, dtype, count)
 
 
 def _layer_of(found: FoundNode, base: Path) -> RecurrentLayer:

@@ -63,11 +63,14 @@ from ...canonical import gates
 from ...canonical.activations import Activation
 from ...canonical.model import ACTIVATION_COUNT, DEFAULT_ACTIVATIONS, Direction, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
-from ...lazy import derived, joined
+from ...lazy import derived, joined, undo
 
 DEFAULT_OPSET = 14
 MIN_OPSET = 7  # LSTM-7 / GRU-7 / RNN-7: the forms every runtime knows
 MIN_OPSET_OPTIONAL_STATES = 8  # Expand
+# Lazy weights read by parts (formats/onnx_format/model.py): origin (BY_DIRECTION, parts) means the
+# tensor is np.stack(parts), one per direction; (BY_HALF, (Wb, Rb)): a direction's bias is their concatenation.
+BY_DIRECTION, BY_HALF = "onnx directions", "onnx bias halves"
 
 OP_TYPE = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 CELL_OF_OP = {v: k for k, v in OP_TYPE.items()}
@@ -234,14 +237,26 @@ def layer_from_onnx(name: str, op_type: str, W: np.ndarray, R: np.ndarray, B: np
     order, canonical = ONNX_GATES[cell], gates.CANONICAL_ORDER[cell]
 
     def of_direction(T, k, half=None, src=order, dst=canonical):
-        """Direction k of T [D, ...] in canonical gate order (B: its half 0 = Wb or 1 = Rb); lazy if T is."""
+        """Direction k of T [D, ...] in canonical gate order (B: its half 0 = Wb or 1 = Rb); lazy if T is,
+        and then computed from just its own part of T when T is read by parts."""
         width = T.shape[1] // 2
+        source, index = T, (k,)
+        parts = undo(T, BY_DIRECTION)
+        if parts is not None:
+            source, index = parts[k], ()
+        if half is not None:
+            halves = undo(source, BY_HALF) if parts is not None else None
+            if halves is not None:
+                source = halves[half]
+            else:
+                index += (slice(half * width, (half + 1) * width),)
 
         def compute(t):
-            rows = t[k] if half is None else t[k, half * width:(half + 1) * width]
-            return np.array(gates.reorder(rows, src, dst), copy=True)
+            rows = t[index] if index else t
+            out = gates.reorder(rows, src, dst)
+            return out if out.base is None and out is not t else out.copy()  # owns its values, holds no t
 
-        return derived(T, T.shape[1:] if half is None else (width,), T.dtype, compute)
+        return derived(source, T.shape[1:] if half is None else (width,), T.dtype, compute)
 
     directions = [
         Direction(W=of_direction(W, k), R=of_direction(R, k),

@@ -55,7 +55,7 @@ def write_from_onnx(bundle, path: Path) -> list[str]:
     from ... import onnx2torch as rnnx_onnx2torch
 
     source = Path(bundle.source["path"])
-    model = load_model(source)
+    model = load_model(source, lazy=False)  # onnx2torch converts every tensor, and the copy holds them
     rnnx_onnx2torch.check_convertible(model)
     graph_module = rnnx_onnx2torch.onnx2torch.convert(model)
     state = {f"graph.{k}": np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in graph_module.state_dict().items()}
