@@ -26,8 +26,8 @@ GRACE_AFTER_RESULT_S = 10  # a child that has sent its result but not exited (at
 
 
 # What reading for `inspect` may use: a floor for the interpreter, numpy, h5py, onnx and the readers'
-# own structures, plus a few times the input's size for the formats whose tensors inspect still reads
-# (ONNX tensors inside the protobuf, torch storages, Keras 3 weights). A damaged file that makes
+# own structures, plus a few times the input's size for the one format whose tensors inspect still reads
+# (legacy torch pickles, loaded whole by torch.load). A damaged file that makes
 # libhdf5 allocate gigabytes for a tiny heap object then fails to allocate instead.
 INSPECT_MEMORY_FLOOR = 2 << 30
 INSPECT_MEMORY_PER_INPUT_BYTE = 3
