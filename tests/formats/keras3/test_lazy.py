@@ -288,3 +288,22 @@ def test_a_variable_stored_in_another_file_is_refused(tmp_path):
                         lambda g: g.create_dataset("0", (16,), "f4", external=[(str(outside), 0, 64)]))
     with pytest.raises(FormatError, match="another file"):
         rnnx.load(src)
+
+
+@pytest.mark.parametrize("src", [KERAS3 / "mixed.keras", KERAS2 / "cudnn_bidir_full.h5"], ids=lambda p: p.name)
+def test_the_archive_writer_streams_the_weights_the_bytes_it_built_in_memory_before(src, tmp_path):
+    """model.weights.h5 goes through a scratch file (removed), with the bytes h5py writes to memory."""
+    from rnnx.formats.keras3 import archive, layout
+
+    bundle = rnnx.load(src)
+    out = tmp_path / "out.keras"
+    rnnx.save(bundle, out)
+    config, _ = archive.keras3_config_of(bundle, out)
+    entries, _ = layout.entries_from_bundle(bundle, config)
+    memory = io.BytesIO()
+    with h5py.File(memory, "w") as h5:
+        layout.write_tree(h5, entries, model_name=config["config"]["name"])
+    assert archive_member(out, "model.weights.h5") == memory.getvalue()
+    with zipfile.ZipFile(out) as zf:
+        assert zf.getinfo("model.weights.h5").compress_type == zipfile.ZIP_STORED
+    assert os.listdir(tmp_path) == ["out.keras"]

@@ -35,8 +35,8 @@ PyTorch, ONNX) are refused with a pointer to `.weights.h5` or `--config`.
 from __future__ import annotations
 
 import copy
-import io
 import json
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -162,19 +162,35 @@ def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, la
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:  # an entry missing or mistyped
         raise FormatError(f"{bundle.source.get('path', 'The source')}: its model config is malformed "
                           f"({type(exc).__name__}: {exc}); the file is damaged or not written by Keras.") from None
-    weights = io.BytesIO()
-    with h5py.File(weights, "w") as h5:
-        measured = layout.write_tree(h5, entries, model_name=config.get("config", {}).get("name"), measured=changed)
-    notes = list(dict.fromkeys(deviation_notes(changed, measured) + notes)) + more
     keras_version = bundle.source.get("keras_version") if bundle.source.get("format") == "keras" else None
-    metadata = {"keras_version": keras_version or SCHEMA_VERSION,
-                "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"), "producer": f"rnnx {__version__}"}
     with atomic_output(path) as tmp:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            zf.writestr(METADATA, json.dumps(metadata))
-            zf.writestr(CONFIG, json.dumps(config))
-            zf.writestr(WEIGHTS, weights.getvalue())
-    return notes
+        # the weights go to a scratch file beside the output, tensor by tensor, then into the zip in pieces
+        # (as Keras does for a large model): the model is never held in memory
+        scratch = tmp.with_name(tmp.name + ".weights.h5")
+        try:
+            # written through a Python file object, as Keras writes it to memory: the same bytes as before
+            with open(scratch, "xb+") as fh, h5py.File(fh, "w") as h5:
+                measured = layout.write_tree(h5, entries, model_name=config.get("config", {}).get("name"),
+                                             measured=changed)
+            metadata = {"keras_version": keras_version or SCHEMA_VERSION,
+                        "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"), "producer": f"rnnx {__version__}"}
+            with zipfile.ZipFile(tmp, "w") as zf:
+                zf.writestr(METADATA, json.dumps(metadata))
+                zf.writestr(CONFIG, json.dumps(config))
+                _write_member(zf, WEIGHTS, scratch)
+        finally:
+            scratch.unlink(missing_ok=True)
+    return list(dict.fromkeys(deviation_notes(changed, measured) + notes)) + more
+
+
+def _write_member(zf: zipfile.ZipFile, name: str, src: Path) -> None:
+    """The file `src` as the member `name`, copied in pieces: the entry `zf.writestr(name, data)` makes."""
+    info = zipfile.ZipInfo(name, date_time=time.localtime(time.time())[:6])
+    info.compress_type = zf.compression
+    info.external_attr = 0o600 << 16
+    info.file_size = src.stat().st_size  # decides zip64 as writestr does
+    with open(src, "rb") as fh, zf.open(info, "w") as out:
+        shutil.copyfileobj(fh, out, 1 << 20)
 
 
 def keras3_config_of(bundle: Bundle, path: Path, accept_activation_change: bool = False,
