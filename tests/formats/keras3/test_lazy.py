@@ -35,17 +35,37 @@ WEIGHTS_FILES = [KERAS3 / f"{n}.weights.h5" for n in ("stack", "bidir", "mixed",
 
 @pytest.fixture
 def dataset_reads(monkeypatch) -> collections.Counter:
-    """How often h5py reads each HDF5 dataset's data (every path to the data goes through these), by its
-    path with backslashes made slashes."""
+    """How often each HDF5 dataset's data is read, by its path with backslashes made slashes: by a reader's
+    `_values` (the Keras 3 and Keras 2 readers map plain datasets and have h5py read the others) or by h5py
+    anywhere else (every path to the data goes through these)."""
+    from rnnx.formats.keras2 import h5 as keras2_h5
+    from rnnx.formats.keras3 import layout as keras3_layout
+
     reads: collections.Counter = collections.Counter()
+    inside = []
+
+    def count(ds):
+        reads[ds.name.replace("\\", "/").lstrip("/")] += 1
+
     for method in ("__getitem__", "read_direct", "__array__"):
         original = getattr(h5py.Dataset, method)
 
         def counted(self, *args, _original=original, **kwargs):
-            reads[self.name.replace("\\", "/").lstrip("/")] += 1
+            if not inside:
+                count(self)
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(h5py.Dataset, method, counted)
+    for module in (keras3_layout, keras2_h5):
+        def counted_values(*args, _values=module._values):
+            count(next(a for a in args if isinstance(a, h5py.Dataset)))
+            inside.append(True)
+            try:
+                return _values(*args)
+            finally:
+                inside.pop()
+
+        monkeypatch.setattr(module, "_values", counted_values)
     return reads
 
 
@@ -94,6 +114,9 @@ def test_the_cli_inspect_reads_no_tensor_data(tmp_path):
             "for m in ('__getitem__', 'read_direct', '__array__'):\n"
             "    orig = getattr(h5py.Dataset, m)\n"
             "    setattr(h5py.Dataset, m, lambda self, *a, _o=orig, **k: reads.append(self.name) or _o(self, *a, **k))\n"
+            "from rnnx.formats.keras3 import layout\n"
+            "values = layout._values\n"
+            "layout._values = lambda ds, mapper: reads.append(ds.name) or values(ds, mapper)\n"
             "sys.argv = ['rnnx', 'inspect', sys.argv[1]]\n"
             "try:\n"
             "    runpy.run_module('rnnx', run_name='__main__')\n"
@@ -212,6 +235,22 @@ def test_a_compressed_weights_member_reads_as_the_stored_one(compression, tmp_pa
             assert all(np.array_equal(np.asarray(da.tensors()[k]), np.asarray(v)) for k, v in db.tensors().items())
     for a, b in zip(packed.others, stored.others, strict=True):
         assert all(np.array_equal(np.asarray(wa), np.asarray(wb)) for (_, wa), (_, wb) in zip(a.weights, b.weights))
+
+
+@pytest.mark.parametrize("src, mapped", [(KERAS3 / "mixed.keras", True), (KERAS3 / "mixed.weights.h5", True),
+                                         ("deflated", False)], ids=["stored .keras", ".weights.h5", "deflated .keras"])
+def test_plain_variables_are_mapped_from_the_file_and_hold_what_h5py_reads(src, mapped, tmp_path):
+    if src == "deflated":
+        src = _rezipped(KERAS3 / "mixed.keras", tmp_path / "packed.keras", zipfile.ZIP_DEFLATED)
+    stored = h5_datasets(_weights_member(src) if src.suffix == ".keras" else src)
+    others = rnnx.load(src).others
+    assert others
+    for item in others:
+        for name, weight in item.weights:
+            values = weight.load()
+            assert values.flags.writeable is not mapped  # a mapped view is read-only
+            want = stored[f"{item.options['keras3_path']}/{name}"]
+            assert values.dtype == want.dtype and np.array_equal(values, want)
 
 
 def _data_offset_in_archive(src: Path, dataset: str) -> int:

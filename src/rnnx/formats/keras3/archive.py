@@ -78,7 +78,7 @@ def read(path: Path, **_options) -> Bundle:
         with weights.h5() as h5:
             return bundle_from_h5(h5, weights.where, source, lambda: reopened(lambda: weights.h5(checked=True),
                                                                               weights.where),
-                                  weights.size, model_config=config)
+                                  weights.size, model_config=config, map_plain=weights.mapped)
     except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on damaged structures
         raise FormatError(f"{path}: its {WEIGHTS} cannot be read as HDF5 ({exc}).") from None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:

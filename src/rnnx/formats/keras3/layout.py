@@ -40,6 +40,7 @@ from ... import progress
 from ...errors import FormatError, UnsupportedError
 from ...lazy import LazyArray, read_once
 from ..keras2 import layout as keras2_layout
+from ..keras2.h5 import _plain_offset as plain_offset  # contiguous, unfiltered, in the file: mapped
 from ..keras2.config import LAYER_OF_CELL  # RNN(LSTMCell) holds an LSTM's variables, ...
 
 # Keras recurrent layer classes and the canonical cell each holds.
@@ -224,10 +225,12 @@ class VarGroup:
 RNNX_ATTR = "rnnx_layer"
 
 
-def read_tree(h5, where: str, reopen: Callable, file_bytes: int) -> dict[str, VarGroup]:
+def read_tree(h5, where: str, reopen: Callable, file_bytes: int, map_plain: Callable | None = None) -> dict[str, VarGroup]:
     """Every `vars` group of an open Keras 3 HDF5 file, keyed by its owner's normalised path. Variables are
     LazyArrays read through `reopen()` (a context manager giving the file opened again) when used, so the
-    tree is usable after `h5` closes; `file_bytes`: the HDF5 file's size, which no plain variable outgrows."""
+    tree is usable after `h5` closes; `file_bytes`: the HDF5 file's size, which no plain variable outgrows.
+    `map_plain(offset, shape, dtype)`: the HDF5 file's bytes at `offset` as a read-only mapped array (None
+    when it cannot map them), for variables stored as plain bytes (see _values)."""
     import h5py
 
     groups: dict[str, VarGroup] = {}
@@ -244,7 +247,7 @@ def read_tree(h5, where: str, reopen: Callable, file_bytes: int) -> dict[str, Va
         label = obj.attrs.get("name")
         if isinstance(label, bytes):
             label = label.decode("utf-8", "replace")
-        arrays, offset = _read_vars(obj, where, path, reopen, file_bytes)
+        arrays, offset = _read_vars(obj, where, path, reopen, file_bytes, map_plain)
         groups[owner] = VarGroup(owner, str(label) if label is not None else None, arrays, offset,
                                  _rnnx_attr(obj.attrs.get(RNNX_ATTR)))
 
@@ -260,7 +263,8 @@ def _rnnx_attr(raw) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _read_vars(group, where: str, path: str, reopen: Callable, file_bytes: int) -> tuple[list[LazyArray], float]:
+def _read_vars(group, where: str, path: str, reopen: Callable, file_bytes: int,
+               map_plain: Callable | None) -> tuple[list[LazyArray], float]:
     import h5py
 
     keys = [k for k in group.keys() if isinstance(group[k], h5py.Dataset)]
@@ -276,11 +280,12 @@ def _read_vars(group, where: str, path: str, reopen: Callable, file_bytes: int) 
         offset = ds.id.get_offset()
         if offset is not None:
             offsets.append(float(offset))
-        out.append(_lazy_variable(ds, where, f"{path}/{k}", reopen, file_bytes))
+        out.append(_lazy_variable(ds, where, f"{path}/{k}", reopen, file_bytes, map_plain))
     return out, min(offsets)
 
 
-def _lazy_variable(ds, where: str, label: str, reopen: Callable, file_bytes: int) -> LazyArray:
+def _lazy_variable(ds, where: str, label: str, reopen: Callable, file_bytes: int,
+                   map_plain: Callable | None) -> LazyArray:
     """A variable as a LazyArray, after checking what its header claims (nothing is allocated or read)."""
     if ds.dtype.kind not in "fiub":
         raise FormatError(f"{where}: {label} holds {ds.dtype} data, not numbers.")
@@ -295,9 +300,17 @@ def _lazy_variable(ds, where: str, label: str, reopen: Callable, file_bytes: int
 
     def load():
         with reopen() as h5:
-            return np.asarray(h5[name][()])
+            return _values(h5[name], map_plain)
 
     return LazyArray(ds.shape, ds.dtype, load, f"{where}:{label}")
+
+
+def _values(ds, map_plain: Callable | None) -> np.ndarray:
+    """A variable's values: a read-only view of the mapped file where they are stored as plain bytes (one
+    copy fewer for the layout change that follows, as the Keras 2 reader does), else read by h5py."""
+    offset = plain_offset(ds) if map_plain is not None else None
+    values = None if offset is None else map_plain(offset, ds.shape, ds.dtype)
+    return np.asarray(ds[()]) if values is None else values
 
 
 def write_tree(h5, entries: list[VarGroup], model_name: str | None = None, measured=()) -> dict[int, str]:

@@ -2,7 +2,9 @@
 
 Keras stores the member uncompressed (zipfile's default, ZIP_STORED). Such a member is read in place,
 through a read-only view bounded to its byte range of the archive, opened again for every read (the
-archive must still be the one that was read: same size and modification time). Its CRC-32 is checked,
+archive must still be the one that was read: same size and modification time); a variable stored as
+plain bytes (contiguous, unfiltered: what Keras writes) is then mapped from the archive, a read-only
+view as the Keras 2 reader gives, if its range lies inside the member. Its CRC-32 is checked,
 streaming, before the first tensor is read, so `inspect` reads headers only and a conversion still
 refuses a damaged member. A compressed member (an archive zipped again by another tool) cannot be
 read in place: it is decompressed once, in pieces, into an anonymous temporary file (zipfile checks
@@ -13,6 +15,7 @@ either way; a compressed member costs its size in temporary disk space and one p
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import tempfile
@@ -21,7 +24,10 @@ import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from ...errors import FormatError
+from ...mapped import map_range
 
 PIECE = 1 << 20  # bytes per read when checking a CRC or decompressing
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length (30 bytes)
@@ -138,6 +144,15 @@ class ArchiveMember:
                 self._check_crc(view)
             with h5py.File(view, "r") as h5:
                 yield h5
+
+    def mapped(self, offset: int, shape, dtype):
+        """The member's bytes from `offset` as a read-only array of `shape` and `dtype` mapped from the archive,
+        or None (a compressed member, or a range that leaves the member). Called while `h5(checked=True)`
+        holds the member open: the archive is the one read and its CRC-32 was checked."""
+        nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+        if self._spooled is not None or offset < 0 or offset + nbytes > self.size:
+            return None
+        return map_range(self.path, self._start + offset, shape, dtype)
 
     def _check_crc(self, view: ByteRange) -> None:
         crc, buffer = 0, bytearray(PIECE)

@@ -40,6 +40,7 @@ import numpy as np
 from ...canonical import Bundle, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
 from ...io import atomic_output
+from ...mapped import map_range
 from . import layout
 from .. import unheld_call_options
 
@@ -57,7 +58,8 @@ def read(path: Path, config=None, **_options) -> Bundle:
     try:
         with h5py.File(path, "r") as h5:
             return bundle_from_h5(h5, str(path), source, lambda: reopened(lambda: h5py.File(path, "r"), str(path)),
-                                  path.stat().st_size, model_config=model_config)
+                                  path.stat().st_size, model_config=model_config,
+                                  map_plain=lambda offset, shape, dtype: map_range(path, offset, shape, dtype))
     except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on damaged structures
         raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated.") from None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -99,12 +101,12 @@ def reopened(open_file: Callable, where: str):
 
 
 def bundle_from_h5(h5, where: str, source: dict, reopen: Callable, file_bytes: int,
-                   model_config: dict | None = None) -> Bundle:
+                   model_config: dict | None = None, map_plain: Callable | None = None) -> Bundle:
     """The bundle of an open Keras 3 HDF5 file `h5` of `file_bytes` bytes; its variables are read later through
-    `reopen()`, a context manager giving the file opened again (see layout.read_tree)."""
+    `reopen()`, a context manager giving the file opened again, or mapped by `map_plain` (layout.read_tree)."""
     if "layer_names" in h5.attrs or "model_weights" in h5:
         raise FormatError(f"{where} is a Keras 2 HDF5 file, not a Keras 3 weights file; name it .h5 to read it.")
-    tree = layout.read_tree(h5, where, reopen, file_bytes)
+    tree = layout.read_tree(h5, where, reopen, file_bytes, map_plain)
     if not tree:
         raise FormatError(f"{where} holds no Keras 3 variables (no `vars` groups).")
     provenance = {"format": source["format"]}
