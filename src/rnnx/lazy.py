@@ -14,13 +14,18 @@ should take `np.asarray(x)` once.
 from __future__ import annotations
 
 import math
+import threading
 import weakref
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import progress
+
+_scope = threading.local()  # .kept: what `read_once` holds while its block runs
+
 
 class LazyArray(NDArrayOperatorsMixin):
     __slots__ = ("shape", "dtype", "_load", "source", "_last", "_reads_file", "origin", "_written", "parts")
@@ -78,6 +83,9 @@ class LazyArray(NDArrayOperatorsMixin):
         self._last = weakref.ref(array)
         if self._reads_file:
             progress.read(array.nbytes, self.source)
+            kept = getattr(_scope, "kept", None)
+            if kept is not None:
+                kept.append(array)
         return array
 
     def __array__(self, dtype=None, copy=None):
@@ -135,18 +143,41 @@ def materialised(value):
     return value
 
 
-def derived(sources, shape, dtype, compute: Callable[..., np.ndarray], label: str = "", layout=None):
+@contextmanager
+def read_once():
+    """Inside the block every tensor read from a file stays held until the block ends, so lazy arrays
+    computed from the same stored tensor (the two halves of one stored bias) read it once. It holds
+    everything read inside: use it for small tensors, or for one layer that is needed whole anyway."""
+    if getattr(_scope, "kept", None) is not None:  # an outer block already holds what is read
+        yield
+        return
+    _scope.kept = []
+    try:
+        yield
+    finally:
+        _scope.kept = None
+
+
+def derived(sources, shape, dtype, compute: Callable[..., np.ndarray], label: str = "", layout=None,
+            together: bool = False):
     """`compute(*values of sources)` (one source, or a tuple of them; None stays None) as a LazyArray of
     `shape` and `dtype` when a source is lazy, else computed now. `layout` names the change `compute`
     makes to a single source, so that a writer making the inverse change can take the source instead
-    (`undo`): no double transposes between files that share a layout."""
+    (`undo`): no double transposes between files that share a layout. `together`: the sources are read
+    inside one `read_once` block (small sources that may share a stored tensor)."""
     items = sources if isinstance(sources, tuple) else (sources,)
     lazy = [s for s in items if isinstance(s, LazyArray)]
     if not lazy:
         return compute(*items)
     origin = (layout, items[0]) if layout is not None and len(items) == 1 else None
-    return LazyArray(shape, dtype, lambda: compute(*materialised(items)), label or lazy[0].source, reads_file=False,
-                     origin=origin)
+
+    def load():
+        if not together:
+            return compute(*materialised(items))
+        with read_once():
+            return compute(*materialised(items))
+
+    return LazyArray(shape, dtype, load, label or lazy[0].source, reads_file=False, origin=origin)
 
 
 def joined(sources, shape, dtype, parts: Callable[..., list], label: str = ""):
@@ -207,4 +238,5 @@ def lazy_bytes(bundle) -> int:
     return sum(a.nbytes for a in arrays if isinstance(a, LazyArray))
 
 
-__all__ = ["LazyArray", "derived", "joined", "chunks", "undo", "materialised", "held", "is_lazy", "lazy_bytes"]
+__all__ = ["LazyArray", "derived", "joined", "chunks", "read_once", "undo", "materialised", "held", "is_lazy",
+           "lazy_bytes"]

@@ -101,8 +101,9 @@ def from_direction(cell: str, variant: str, d: Direction, use_bias: bool = True)
         return out
     size = d.W.shape[0]
     shape = {"plain": (size,), "gru-2row": (2, size), "cudnn": (2 * size,)}[variant]
+    # b_w and b_r are often the two halves of one stored bias: read together, it is read once
     out.append(derived((d.b_w, d.b_r), shape, d.W.dtype,
-                       lambda b_w, b_r: bias_from_canonical(cell, variant, b_w, b_r, size, d.W.dtype)))
+                       lambda b_w, b_r: bias_from_canonical(cell, variant, b_w, b_r, size, d.W.dtype), together=True))
     return out
 
 

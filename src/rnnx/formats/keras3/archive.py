@@ -1,10 +1,12 @@
 """`.keras`: the Keras 3 model archive (a zip of metadata.json, config.json, model.weights.h5).
 
 Reading (any Keras 3 release; member names with backslashes, as an archive made on
-Windows may hold, are accepted). Members are read into memory, never extracted: a
-member whose name leaves the archive's folder (`../x`, `/x`, `C:x`), a declared size
-beyond MAX_MEMBER_BYTES, a compression ratio no real Keras file has, or more bytes
-claimed than the archive holds is refused before anything is read. Bundle conventions:
+Windows may hold, are accepted). Nothing is extracted: config.json and metadata.json are
+read into memory, model.weights.h5 is read in place and its variables are LazyArrays read
+when used (member.py). A member whose name leaves the archive's folder (`../x`, `/x`,
+`C:x`), a declared size beyond MAX_MEMBER_BYTES, a compression ratio no real Keras file has,
+or more bytes claimed than the archive holds is refused before anything is read. Keras
+3's other weights formats (`model.weights.npz`, sharded weights) are refused. Bundle conventions:
 
 - source: format "keras", has_architecture True, keras_version (metadata.json),
   model_config = the parsed config.json exactly as stored (Keras 3 schema:
@@ -33,8 +35,8 @@ PyTorch, ONNX) are refused with a pointer to `.weights.h5` or `--config`.
 from __future__ import annotations
 
 import copy
-import io
 import json
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -44,7 +46,9 @@ from ...canonical import Bundle, RecurrentLayer
 from ...errors import FormatError, UnsupportedError
 from ...io import atomic_output, safe_member_name
 from . import layout
-from .weights import _activation_notes, bundle_from_h5, run_keras3_layer
+from .member import ArchiveMember
+from .weights import (bundle_from_h5, changed_activation_layers, deviation_notes, refuse_activations, reopened,
+                      run_keras3_layer)
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -60,21 +64,21 @@ SCHEMA_VERSION = "3.15.1"
 
 
 def read(path: Path, **_options) -> Bundle:
-    import h5py
-
     path = Path(path)
-    members = read_members(path)
+    members, weights, names = read_members(path)
     config = _json(members, CONFIG, path)
     metadata = _json(members, METADATA, path) if METADATA in members else {}
-    if WEIGHTS not in members:
-        sharded = [m for m in members if m.endswith(".json") and m not in (CONFIG, METADATA)]
+    if weights is None:
+        sharded = [m for m in names if m.endswith(".json") and m not in (CONFIG, METADATA)]
         hint = " (its weights are sharded, which rnnx does not read)" if sharded else ""
         raise FormatError(f"{path} has no {WEIGHTS} member{hint}; it is not a complete .keras archive.")
     source = {"format": "keras", "has_architecture": True, "keras_version": metadata.get("keras_version"),
               "model_config": config}
     try:
-        with h5py.File(io.BytesIO(members[WEIGHTS]), "r") as h5:
-            return bundle_from_h5(h5, f"{path} ({WEIGHTS})", source, model_config=config)
+        with weights.h5() as h5:
+            return bundle_from_h5(h5, weights.where, source, lambda: reopened(lambda: weights.h5(checked=True),
+                                                                              weights.where),
+                                  weights.size, model_config=config, map_plain=weights.mapped)
     except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on damaged structures
         raise FormatError(f"{path}: its {WEIGHTS} cannot be read as HDF5 ({exc}).") from None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -82,8 +86,9 @@ def read(path: Path, **_options) -> Bundle:
                           f"({type(exc).__name__}: {exc}).") from None
 
 
-def read_members(path: Path, wanted=(CONFIG, METADATA, WEIGHTS)) -> dict[str, bytes]:
-    """The wanted members of a zip archive, in memory, after checking every entry is safe."""
+def read_members(path: Path) -> tuple[dict[str, bytes], ArchiveMember | None, list[str]]:
+    """config.json and metadata.json (in memory), the weights member (read in place, see member.py; None when
+    absent) and every member's name, after checking every entry is safe."""
     size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as zf:
@@ -94,21 +99,24 @@ def read_members(path: Path, wanted=(CONFIG, METADATA, WEIGHTS)) -> dict[str, by
             if sum(info.compress_size for info in infos) > size:
                 raise FormatError(f"{path} claims more compressed bytes than the file holds; it is truncated "
                                   f"or forged.")
-            out = {}
+            out, weights = {}, None
             for name, info in zip(names, infos):
-                if name not in wanted:
+                if name not in (CONFIG, METADATA, WEIGHTS):
                     continue
                 limit = MAX_JSON_BYTES if name.endswith(".json") else MAX_MEMBER_BYTES
                 if info.file_size > limit or info.file_size > max(info.compress_size, 1) * MAX_RATIO:
                     raise FormatError(f"{path}: the member {name} declares {info.file_size} bytes, more than rnnx "
                                       f"reads from a .keras archive (or an impossible compression ratio).")
+                if name == WEIGHTS:
+                    weights = ArchiveMember(path, zf, info, name)
+                    continue
                 with zf.open(info) as fh:
                     data = fh.read(info.file_size + 1)
                 if len(data) != info.file_size:
                     raise FormatError(f"{path}: the member {name} does not hold the {info.file_size} bytes it "
                                       f"declares.")
                 out[name] = data
-            return out
+            return out, weights, names
     except zipfile.BadZipFile as exc:
         raise FormatError(f"{path} is not a readable zip archive ({exc}).") from None
     except (zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
@@ -147,25 +155,42 @@ def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, la
 
     path = Path(path)
     config, notes = keras3_config_of(bundle, path, accept_activation_change, layer)
-    notes = list(dict.fromkeys(list(_activation_notes(bundle, accept_activation_change)) + notes))
+    refuse_activations(bundle, accept_activation_change)
+    changed = changed_activation_layers(bundle, accept_activation_change)
     try:
         entries, more = layout.entries_from_bundle(bundle, config, accept_activation_change, where=str(path))
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:  # an entry missing or mistyped
         raise FormatError(f"{bundle.source.get('path', 'The source')}: its model config is malformed "
                           f"({type(exc).__name__}: {exc}); the file is damaged or not written by Keras.") from None
-    notes += more
-    weights = io.BytesIO()
-    with h5py.File(weights, "w") as h5:
-        layout.write_tree(h5, entries, model_name=config.get("config", {}).get("name"))
     keras_version = bundle.source.get("keras_version") if bundle.source.get("format") == "keras" else None
-    metadata = {"keras_version": keras_version or SCHEMA_VERSION,
-                "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"), "producer": f"rnnx {__version__}"}
     with atomic_output(path) as tmp:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            zf.writestr(METADATA, json.dumps(metadata))
-            zf.writestr(CONFIG, json.dumps(config))
-            zf.writestr(WEIGHTS, weights.getvalue())
-    return notes
+        # the weights go to a scratch file beside the output, tensor by tensor, then into the zip in pieces
+        # (as Keras does for a large model): the model is never held in memory
+        scratch = tmp.with_name(tmp.name + ".weights.h5")
+        try:
+            # written through a Python file object, as Keras writes it to memory: the same bytes as before
+            with open(scratch, "xb+") as fh, h5py.File(fh, "w") as h5:
+                measured = layout.write_tree(h5, entries, model_name=config.get("config", {}).get("name"),
+                                             measured=changed)
+            metadata = {"keras_version": keras_version or SCHEMA_VERSION,
+                        "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"), "producer": f"rnnx {__version__}"}
+            with zipfile.ZipFile(tmp, "w") as zf:
+                zf.writestr(METADATA, json.dumps(metadata))
+                zf.writestr(CONFIG, json.dumps(config))
+                _write_member(zf, WEIGHTS, scratch)
+        finally:
+            scratch.unlink(missing_ok=True)
+    return list(dict.fromkeys(deviation_notes(changed, measured) + notes)) + more
+
+
+def _write_member(zf: zipfile.ZipFile, name: str, src: Path) -> None:
+    """The file `src` as the member `name`, copied in pieces: the entry `zf.writestr(name, data)` makes."""
+    info = zipfile.ZipInfo(name, date_time=time.localtime(time.time())[:6])
+    info.compress_type = zf.compression
+    info.external_attr = 0o600 << 16
+    info.file_size = src.stat().st_size  # decides zip64 as writestr does
+    with open(src, "rb") as fh, zf.open(info, "w") as out:
+        shutil.copyfileobj(fh, out, 1 << 20)
 
 
 def keras3_config_of(bundle: Bundle, path: Path, accept_activation_change: bool = False,

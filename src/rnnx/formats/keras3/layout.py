@@ -25,17 +25,22 @@ bias (u,). Keras computes `x @ kernel`, so each canonical matrix is the transpos
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace as dataclasses_replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ...canonical import Direction, RecurrentLayer
 from ...canonical.activations import HARD_SIGMOID_KERAS2, HARD_SIGMOID_KERAS3, Activation, from_keras, to_keras
+from ... import progress
 from ...errors import FormatError, UnsupportedError
+from ...lazy import LazyArray, read_once
 from ..keras2 import layout as keras2_layout
+from ..keras2.h5 import _plain_offset as plain_offset  # contiguous, unfiltered, in the file: mapped
 from ..keras2.config import LAYER_OF_CELL  # RNN(LSTMCell) holds an LSTM's variables, ...
 
 # Keras recurrent layer classes and the canonical cell each holds.
@@ -174,8 +179,9 @@ def activation_deviation(layer: RecurrentLayer, seed: int = 0, batch: int = 8, s
     changed = replace(layer, activations=tuple(HARD_SIGMOID_KERAS3 if a == HARD_SIGMOID_KERAS2 else a
                                                for a in layer.activations))
     x = np.random.default_rng(seed).standard_normal((batch, steps, layer.input_size))
-    before, _, _ = reference.run_batch_first(layer, x)
-    after, _, _ = reference.run_batch_first(changed, x)
+    with read_once():  # both runs use the layer as read once
+        before, _, _ = reference.run_batch_first(layer, x)
+        after, _, _ = reference.run_batch_first(changed, x)
     return float(np.abs(before - after).max())
 
 
@@ -211,6 +217,7 @@ class VarGroup:
     arrays: list[np.ndarray] = field(default_factory=list)
     offset: float = float("inf")  # where its first variable's data sits in the file: Keras writes in layer order
     rnnx: dict | None = None  # RNNX_ATTR of a recurrent layer rnnx wrote: what the variables cannot say
+    layer: Any = field(default=None, repr=False, compare=False)  # writing: the RecurrentLayer it comes from
 
 
 # Group attribute rnnx writes on a recurrent layer's `vars` (Keras ignores it): its activations and
@@ -218,8 +225,12 @@ class VarGroup:
 RNNX_ATTR = "rnnx_layer"
 
 
-def read_tree(h5, where: str) -> dict[str, VarGroup]:
-    """Every `vars` group of an open Keras 3 HDF5 file, keyed by its owner's normalised path."""
+def read_tree(h5, where: str, reopen: Callable, file_bytes: int, map_plain: Callable | None = None) -> dict[str, VarGroup]:
+    """Every `vars` group of an open Keras 3 HDF5 file, keyed by its owner's normalised path. Variables are
+    LazyArrays read through `reopen()` (a context manager giving the file opened again) when used, so the
+    tree is usable after `h5` closes; `file_bytes`: the HDF5 file's size, which no plain variable outgrows.
+    `map_plain(offset, shape, dtype)`: the HDF5 file's bytes at `offset` as a read-only mapped array (None
+    when it cannot map them), for variables stored as plain bytes (see _values)."""
     import h5py
 
     groups: dict[str, VarGroup] = {}
@@ -236,7 +247,7 @@ def read_tree(h5, where: str) -> dict[str, VarGroup]:
         label = obj.attrs.get("name")
         if isinstance(label, bytes):
             label = label.decode("utf-8", "replace")
-        arrays, offset = _read_vars(obj, where, path)
+        arrays, offset = _read_vars(obj, where, path, reopen, file_bytes, map_plain)
         groups[owner] = VarGroup(owner, str(label) if label is not None else None, arrays, offset,
                                  _rnnx_attr(obj.attrs.get(RNNX_ATTR)))
 
@@ -252,7 +263,8 @@ def _rnnx_attr(raw) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _read_vars(group, where: str, path: str) -> tuple[list[np.ndarray], float]:
+def _read_vars(group, where: str, path: str, reopen: Callable, file_bytes: int,
+               map_plain: Callable | None) -> tuple[list[LazyArray], float]:
     import h5py
 
     keys = [k for k in group.keys() if isinstance(group[k], h5py.Dataset)]
@@ -268,20 +280,61 @@ def _read_vars(group, where: str, path: str) -> tuple[list[np.ndarray], float]:
         offset = ds.id.get_offset()
         if offset is not None:
             offsets.append(float(offset))
-        nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
-        if nbytes > MAX_TENSOR_BYTES:
-            raise FormatError(f"{where}: {path}/{k} claims {nbytes} bytes, more than rnnx reads for one tensor.")
-        if ds.dtype.kind not in "fiub":
-            raise FormatError(f"{where}: {path}/{k} holds {ds.dtype} data, not numbers.")
-        out.append(ds[()] if ds.shape == () else ds[...])
+        out.append(_lazy_variable(ds, where, f"{path}/{k}", reopen, file_bytes, map_plain))
     return out, min(offsets)
 
 
-def write_tree(h5, entries: list[VarGroup], model_name: str | None = None) -> None:
-    """Write `entries` (owner path -> variables) the way Keras 3 does, root `vars` included."""
+def _lazy_variable(ds, where: str, label: str, reopen: Callable, file_bytes: int,
+                   map_plain: Callable | None) -> LazyArray:
+    """A variable as a LazyArray, after checking what its header claims (nothing is allocated or read)."""
+    if ds.dtype.kind not in "fiub":
+        raise FormatError(f"{where}: {label} holds {ds.dtype} data, not numbers.")
+    if ds.external or ds.is_virtual:
+        raise FormatError(f"{where}: {label} keeps its data in another file, which rnnx does not read.")
+    nbytes = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize  # Python ints: no int64 wrap
+    filtered = ds.id.get_create_plist().get_nfilters() > 0  # compressed: at most ~1000:1
+    if nbytes > MAX_TENSOR_BYTES or nbytes > file_bytes * (1000 if filtered else 1):
+        raise FormatError(f"{where}: {label} claims {nbytes} bytes, more than rnnx reads for one tensor or "
+                          f"than the file holds; the file is truncated or damaged.")
+    name = ds.name  # the stored path, backslashes and all
+
+    def load():
+        with reopen() as h5:
+            return _values(h5[name], map_plain)
+
+    return LazyArray(ds.shape, ds.dtype, load, f"{where}:{label}")
+
+
+def _values(ds, map_plain: Callable | None) -> np.ndarray:
+    """A variable's values: a read-only view of the mapped file where they are stored as plain bytes (one
+    copy fewer for the layout change that follows, as the Keras 2 reader does), else read by h5py."""
+    offset = plain_offset(ds) if map_plain is not None else None
+    values = None if offset is None else map_plain(offset, ds.shape, ds.dtype)
+    return np.asarray(ds[()]) if values is None else values
+
+
+def write_tree(h5, entries: list[VarGroup], model_name: str | None = None, measured=()) -> dict[int, str]:
+    """Write `entries` (owner path -> variables) the way Keras 3 does, root `vars` included, one variable in
+    memory at a time. The layers in `measured` (their Keras 2 hard_sigmoid becomes Keras 3's) get their
+    `deviation_note`, computed while the layer's entries are written so that its tensors are read once for
+    both; returns those notes by id(layer)."""
     root = h5.create_group("vars")
     if model_name:
         root.attrs["name"] = model_name
+    notes = {}
+    for _, run in itertools.groupby(entries, key=lambda e: id(e.layer)):  # a layer's entries are consecutive
+        run = list(run)
+        layer = run[0].layer
+        if layer is None or not any(layer is m for m in measured):
+            _write_entries(h5, run)
+            continue
+        with read_once():  # the layer as read for the note stays held until its variables are written
+            notes[id(layer)] = deviation_note(layer)
+            _write_entries(h5, run)
+    return notes
+
+
+def _write_entries(h5, entries: list[VarGroup]) -> None:
     for entry in entries:
         group = h5.require_group(entry.path).create_group("vars")
         if entry.name is not None:
@@ -289,7 +342,10 @@ def write_tree(h5, entries: list[VarGroup], model_name: str | None = None) -> No
         if entry.rnnx is not None:
             group.attrs[RNNX_ATTR] = json.dumps(entry.rnnx)
         for i, arr in enumerate(entry.arrays):
-            group.create_dataset(str(i), data=np.ascontiguousarray(arr))
+            data = np.ascontiguousarray(arr)  # a lazy array is read (or computed) here
+            group.create_dataset(str(i), data=data)
+            progress.wrote(data.nbytes, f"{entry.path}/vars/{i}")
+            del data
 
 
 # --- walking a Keras 3 model config ------------------------------------------------
@@ -648,6 +704,13 @@ def _keras3_class(class_name: str | None) -> str | None:
 
 
 def _recurrent_entries(layer: RecurrentLayer, path: str, accept_activation_change: bool) -> list[VarGroup]:
+    entries = _untagged_recurrent_entries(layer, path, accept_activation_change)
+    for entry in entries:
+        entry.layer = layer
+    return entries
+
+
+def _untagged_recurrent_entries(layer: RecurrentLayer, path: str, accept_activation_change: bool) -> list[VarGroup]:
     reason = refusal(layer, accept_activation_change)
     if reason:
         raise UnsupportedError(reason)
@@ -674,7 +737,7 @@ def _stacked_cell_entry(layer: RecurrentLayer, cell_path: str, accept_activation
     if reason:
         raise UnsupportedError(reason)
     return VarGroup(cell_path, layer.name.rsplit("/", 1)[-1], direction_to_vars(layer, layer.directions[0]),
-                    rnnx=_recorded_of(layer))
+                    rnnx=_recorded_of(layer), layer=layer)
 
 
 def _opaque_entries(item, path: str, class_name: str | None) -> list[VarGroup]:

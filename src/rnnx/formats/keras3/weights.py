@@ -31,13 +31,16 @@ Writing: from any bundle. A layer goes where Keras 3 looks for it:
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ...canonical import Bundle, RecurrentLayer
 from ...errors import FormatError, UnsupportedError, UsageError
 from ...io import atomic_output
+from ...mapped import map_range
 from . import layout
 from .. import unheld_call_options
 
@@ -54,7 +57,9 @@ def read(path: Path, config=None, **_options) -> Bundle:
         source["model_config"] = model_config
     try:
         with h5py.File(path, "r") as h5:
-            return bundle_from_h5(h5, str(path), source, model_config=model_config)
+            return bundle_from_h5(h5, str(path), source, lambda: reopened(lambda: h5py.File(path, "r"), str(path)),
+                                  path.stat().st_size, model_config=model_config,
+                                  map_plain=lambda offset, shape, dtype: map_range(path, offset, shape, dtype))
     except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError on damaged structures
         raise FormatError(f"{path} cannot be read as HDF5 ({exc}); it may be truncated.") from None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -78,10 +83,30 @@ def _keras3_config_file(path: Path) -> dict:
     return config
 
 
-def bundle_from_h5(h5, where: str, source: dict, model_config: dict | None = None) -> Bundle:
+@contextmanager
+def reopened(open_file: Callable, where: str):
+    """The HDF5 file the context manager `open_file()` gives, to read a variable after the reader returned;
+    failures are FormatErrors naming `where`."""
+    with ExitStack() as stack:
+        try:
+            h5 = stack.enter_context(open_file())
+        except OSError as exc:
+            raise FormatError(f"{where} cannot be opened again to read a variable ({exc}); it was moved, changed "
+                              f"or deleted after it was read.") from None
+        try:
+            yield h5
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # h5py on damaged data
+            raise FormatError(f"{where}: a variable cannot be read ({exc}); the file is truncated, damaged or "
+                              f"was changed after it was read.") from None
+
+
+def bundle_from_h5(h5, where: str, source: dict, reopen: Callable, file_bytes: int,
+                   model_config: dict | None = None, map_plain: Callable | None = None) -> Bundle:
+    """The bundle of an open Keras 3 HDF5 file `h5` of `file_bytes` bytes; its variables are read later through
+    `reopen()`, a context manager giving the file opened again, or mapped by `map_plain` (layout.read_tree)."""
     if "layer_names" in h5.attrs or "model_weights" in h5:
         raise FormatError(f"{where} is a Keras 2 HDF5 file, not a Keras 3 weights file; name it .h5 to read it.")
-    tree = layout.read_tree(h5, where)
+    tree = layout.read_tree(h5, where, reopen, file_bytes, map_plain)
     if not tree:
         raise FormatError(f"{where} holds no Keras 3 variables (no `vars` groups).")
     provenance = {"format": source["format"]}
@@ -101,15 +126,19 @@ def write(bundle: Bundle, path: Path, accept_activation_change: bool = False, la
     entries, notes = tree_entries(bundle, accept_activation_change, use_config=layer is None)
     if not any(e.arrays for e in entries):
         raise UnsupportedError(f"Nothing to write to {path}: the source has no layers Keras 3 can hold.")
+    changed = changed_activation_layers(bundle, accept_activation_change)
     with atomic_output(Path(path)) as tmp:
         with h5py.File(tmp, "w") as h5:
-            layout.write_tree(h5, entries)
-    return notes + unheld_call_options(bundle.layers, "a .weights.h5 file", "build the Keras layer with it")
+            measured = layout.write_tree(h5, entries, measured=changed)
+    return (deviation_notes(changed, measured) + notes +
+            unheld_call_options(bundle.layers, "a .weights.h5 file", "build the Keras layer with it"))
 
 
 def tree_entries(bundle: Bundle, accept_activation_change: bool, use_config: bool = True) -> tuple[list, list[str]]:
-    """Where every variable goes, using the model's Keras 3 config when the source has one."""
-    notes = list(_activation_notes(bundle, accept_activation_change))
+    """Where every variable goes, using the model's Keras 3 config when the source has one, and notes (the
+    deviation notes of changed activations aside: see deviation_notes)."""
+    refuse_activations(bundle, accept_activation_change)
+    notes = []
     config = None
     fmt = bundle.source.get("format") if use_config else None
     if bundle.source.get("model_config") and fmt in ("keras", "keras3-weights"):
@@ -128,14 +157,23 @@ def tree_entries(bundle: Bundle, accept_activation_change: bool, use_config: boo
     return entries, notes + more
 
 
-def _activation_notes(bundle: Bundle, accept_activation_change: bool):
-    """Refuse layers Keras 3 cannot hold; with the change accepted, say how far hard_sigmoid moves each."""
+def refuse_activations(bundle: Bundle, accept_activation_change: bool) -> None:
+    """Refuse layers Keras 3 cannot hold (before anything is read)."""
     for layer in bundle.layers:
         reason = layout.refusal(layer, accept_activation_change)
         if reason:
             raise UnsupportedError(reason)
-        if accept_activation_change and layout.refusal(layer):
-            yield layout.deviation_note(layer)
+
+
+def changed_activation_layers(bundle: Bundle, accept_activation_change: bool) -> list[RecurrentLayer]:
+    """The layers written with Keras 3's hard_sigmoid in place of Keras 2's (the change accepted)."""
+    return [layer for layer in bundle.layers if accept_activation_change and layout.refusal(layer)]
+
+
+def deviation_notes(changed: list[RecurrentLayer], measured: dict[int, str]) -> list[str]:
+    """How far each changed layer's output moves: as measured while writing it (write_tree), else now (a
+    layer the file leaves out)."""
+    return [measured.get(id(layer)) or layout.deviation_note(layer) for layer in changed]
 
 
 def refusal(layer: RecurrentLayer) -> str | None:

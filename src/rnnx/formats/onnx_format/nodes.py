@@ -155,7 +155,8 @@ def onnx_weights(layer: RecurrentLayer) -> OnnxWeights:
         zeros = np.zeros((D, rows), layer.dtype)
         b_w = stacked("b_w") if dirs[0].b_w is not None else zeros
         b_r = stacked("b_r") if dirs[0].b_r is not None else zeros
-        B = derived((b_w, b_r), (D, 2 * rows), layer.dtype, lambda w, r: np.concatenate([w, r], axis=1))
+        B = derived((b_w, b_r), (D, 2 * rows), layer.dtype, lambda w, r: np.concatenate([w, r], axis=1),
+                    together=True)  # the halves of one stored bias are read once
     P = stacked("P", gates.PEEPHOLE_CANONICAL, gates.PEEPHOLE_ONNX) if layer.has_peepholes else None
     return OnnxWeights(W, R, B, P)
 
