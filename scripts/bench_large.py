@@ -252,8 +252,9 @@ def _table(rows) -> str:
     lines = ["| file | command | exit | wall | wall / cp | peak RSS | import floor | above floor | "
              "above floor / largest tensor |", "|---|---|---|---|---|---|---|---|---|"]
     for label, size, command, result, floor, cp_wall in rows:
-        above = "" if floor is None else f"{(result['peak'] - floor) / mib:.0f} MiB"
-        ratio = "" if floor is None else f"{(result['peak'] - floor) / LARGEST_TENSOR:.2f}"
+        # a peak a little under the floor (the same process on a tiny file) is at the floor: 0, not -0
+        above = "" if floor is None else f"{max(0, result['peak'] - floor) / mib:.0f} MiB"
+        ratio = "" if floor is None else f"{max(0, result['peak'] - floor) / LARGEST_TENSOR:.2f}"
         lines.append(f"| {label} ({size / 1e9:.2f} GB) | {command} | {result['rc']} | {result['wall']:.2f} s | "
                      f"{result['wall'] / cp_wall:.1f} | {result['peak'] / mib:.0f} MiB | "
                      f"{'' if floor is None else f'{floor / mib:.0f} MiB'} | {above} | {ratio} |")
