@@ -230,6 +230,24 @@ def held(layer):
     return dataclasses.replace(layer, directions=directions)
 
 
+def read_all(bundle):
+    """A copy of `bundle` whose every tensor is read into a numpy array of its own (for code that wants the
+    whole model in memory, and for comparing lazy with eager results)."""
+    import dataclasses
+
+    from .canonical import Bundle, OpaqueLayer
+
+    items = []
+    for item in bundle.items:
+        if isinstance(item, OpaqueLayer):
+            items.append(dataclasses.replace(item, weights=[(n, np.array(w)) for n, w in item.weights]))
+        else:
+            directions = [dataclasses.replace(d, **{k: np.array(v) for k, v in d.tensors().items()})
+                          for d in item.directions]
+            items.append(dataclasses.replace(item, directions=directions))
+    return Bundle(items, dict(bundle.source))
+
+
 def lazy_bytes(bundle) -> int:
     """Bytes of the bundle's tensors still to be read (its lazy arrays)."""
     arrays = [a for item in bundle.items for a in
@@ -238,5 +256,5 @@ def lazy_bytes(bundle) -> int:
     return sum(a.nbytes for a in arrays if isinstance(a, LazyArray))
 
 
-__all__ = ["LazyArray", "derived", "joined", "chunks", "read_once", "undo", "materialised", "held", "is_lazy",
+__all__ = ["LazyArray", "derived", "joined", "chunks", "read_once", "undo", "materialised", "held", "read_all", "is_lazy",
            "lazy_bytes"]

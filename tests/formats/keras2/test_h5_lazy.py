@@ -2,7 +2,6 @@
 metadata read no dataset (h5py's reads are counted), conversions read each dataset when they write it,
 and a Bundle outlives the reader (it reopens the file by path)."""
 
-import dataclasses
 
 import h5py
 import numpy as np
@@ -10,9 +9,9 @@ import pytest
 
 import rnnx
 from rnnx import lazy
-from rnnx.canonical import Bundle, OpaqueLayer
 from rnnx.errors import FormatError, UnsupportedError
 from rnnx.formats.keras2 import h5 as h5_reader
+from rnnx.lazy import read_all
 
 KERAS2 = ("cudnn_stack", "cudnn_bidir", "cudnn_nested", "cpu_mix")
 
@@ -80,16 +79,6 @@ def test_a_refusal_visible_in_the_metadata_comes_before_any_tensor_is_read(fixtu
     assert dataset_reads == [] and list(tmp_path.iterdir()) == []
 
 
-def _materialised(bundle: Bundle) -> Bundle:
-    items = []
-    for item in bundle.items:
-        if isinstance(item, OpaqueLayer):
-            items.append(dataclasses.replace(item, weights=[(n, np.array(w)) for n, w in item.weights]))
-        else:
-            dirs = [dataclasses.replace(d, **{k: np.array(v) for k, v in d.tensors().items()})
-                    for d in item.directions]
-            items.append(dataclasses.replace(item, directions=dirs))
-    return Bundle(items, dict(bundle.source))
 
 
 @pytest.mark.parametrize("name", ["cudnn_bidir_full", "cudnn_stack_weights", "cudnn_nested_full"])
@@ -99,7 +88,7 @@ def test_writing_lazy_tensors_gives_the_file_materialised_ones_give(fixtures, tm
     assert any(isinstance(d.W, lazy.LazyArray) for layer in bundle.layers for d in layer.directions)
     options = {"accept_activation_change": True} if suffix == ".weights.h5" else {}
     rnnx.save(bundle, tmp_path / f"lazy{suffix}", **options)
-    rnnx.save(_materialised(bundle), tmp_path / f"eager{suffix}", **options)
+    rnnx.save(read_all(bundle), tmp_path / f"eager{suffix}", **options)
     if suffix.endswith(".h5"):
         lazy_sets, eager_sets = _weight_datasets(tmp_path / f"lazy{suffix}"), _weight_datasets(tmp_path / f"eager{suffix}")
         assert lazy_sets == eager_sets
@@ -128,7 +117,7 @@ def test_a_layout_shared_by_source_and_target_is_copied_not_transposed_twice(fix
     from rnnx.formats.keras2 import layout
 
     bundle = rnnx.load(fixtures / src)
-    rnnx.save(_materialised(bundle), tmp_path / "computed.h5", **options)  # through the canonical layout and back
+    rnnx.save(read_all(bundle), tmp_path / "computed.h5", **options)  # through the canonical layout and back
     calls = []
     monkeypatch.setattr(layout, "matrix_from_canonical", lambda *a: calls.append(a) or None)
     rnnx.save(bundle, tmp_path / "copied.h5", **options)

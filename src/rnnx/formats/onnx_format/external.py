@@ -27,6 +27,8 @@ from onnx import TensorProto, helper
 from ... import progress
 from ...errors import UnsupportedError
 from ...lazy import chunks, is_lazy
+from ..tf_format.protos import encode_varint as _varint
+from ..tf_format.protos import read_varint as _read_varint
 
 INLINE_BYTES = 1024  # smaller tensors (shape constants, scalars) stay in the protobuf, as onnx.save does
 PROTOBUF_LIMIT = 2**31 - 1  # the largest message protobuf serializes or parses
@@ -182,18 +184,6 @@ def _drop_unused(model: onnx.ModelProto, store: WeightStore) -> None:
 
 
 # --- the streamed inline writer ---------------------------------------------------------
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
 def _key(field: int) -> bytes:
     return _varint(field << 3 | 2)  # wire type 2: length-delimited
 
@@ -220,17 +210,6 @@ def _split(message: bytes, field: int) -> tuple[bytes, bytes]:
         else:
             raise ValueError(f"unexpected protobuf wire type {wire}")
     return message, b""
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
 
 
 def _inline_tensor(tensor: TensorProto, store: WeightStore) -> tuple[bytes, bytes, tuple[int, int] | None]:

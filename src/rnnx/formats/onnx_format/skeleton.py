@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..tf_format.protos import ProtoError, read_varint
+from ..tf_format.protos import encode_varint as _varint
 
 __all__ = ["skeleton", "ProtoError", "CHILDREN"]
 
@@ -224,18 +225,6 @@ def skeleton(path: Path, location: str, threshold: int) -> bytes:
             scanner = _Scanner(data, location, threshold)
             new = scanner.message("ModelProto", 0, size, 0)
             return data[:] if new is None else new
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
 
 
 def _string(number: int, text: str) -> bytes:

@@ -47,6 +47,18 @@ def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise ProtoError("a varint is longer than 10 bytes")
 
 
+def encode_varint(value: int) -> bytes:
+    """The protobuf varint encoding of a non-negative `value`."""
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if not value:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
 def decode(data: bytes | memoryview, schema: Message) -> dict:
     """The fields of `schema` found in `data`: repeated fields as lists, absent ones left out."""
     data = memoryview(data)
