@@ -88,17 +88,10 @@ class _Scanner:
         pos = start
         while pos < end:
             field_start = pos
-            tag, pos = self.varint(pos)
-            number, wire = tag >> 3, tag & 7
-            if number == 0 or number > MAX_FIELD or pos - field_start > 5:
-                raise ProtoError(f"an invalid field tag at byte {field_start}")
+            number, wire, pos = self._tag(pos)
             tag_end = pos
-            if wire == VARINT:
-                _, pos = self.varint(pos)
-            elif wire == FIXED64:
-                pos += 8
-            elif wire == FIXED32:
-                pos += 4
+            if wire in (VARINT, FIXED64, FIXED32):
+                pos = self._scalar_end(wire, pos)
             elif wire == LEN:
                 length, pos = self._length(pos, field_start)
                 if length > end - pos:
@@ -114,6 +107,20 @@ class _Scanner:
             if pos > end:
                 raise ProtoError(f"a field at byte {field_start} runs past the end of its message")
             yield _Field(number, wire, field_start, tag_end, tag_end, pos)
+
+    def _tag(self, pos: int) -> tuple[int, int, int]:
+        """(field number, wire type, position after the tag) of the tag at `pos`, as protobuf accepts one."""
+        tag, after = self.varint(pos)
+        number, wire = tag >> 3, tag & 7
+        if number == 0 or number > MAX_FIELD or after - pos > 5:
+            raise ProtoError(f"an invalid field tag at byte {pos}")
+        return number, wire, after
+
+    def _scalar_end(self, wire: int, pos: int) -> int:
+        """Where the value of a VARINT, FIXED64 or FIXED32 field starting at `pos` ends."""
+        if wire == VARINT:
+            return self.varint(pos)[1]
+        return pos + (8 if wire == FIXED64 else 4)
 
     def _length(self, pos: int, field_start: int) -> tuple[int, int]:
         """A length prefix at `pos`, as protobuf takes one: at most 5 bytes, under 2 GiB."""
@@ -131,16 +138,9 @@ class _Scanner:
             if pos >= end:
                 raise ProtoError(f"a group opened at byte {opened} is never closed")
             field_start = pos
-            tag, pos = self.varint(pos)
-            inner, wire = tag >> 3, tag & 7
-            if inner == 0 or inner > MAX_FIELD or pos - field_start > 5:
-                raise ProtoError(f"an invalid field tag at byte {field_start}")
-            if wire == VARINT:
-                _, pos = self.varint(pos)
-            elif wire == FIXED64:
-                pos += 8
-            elif wire == FIXED32:
-                pos += 4
+            inner, wire, pos = self._tag(pos)
+            if wire in (VARINT, FIXED64, FIXED32):
+                pos = self._scalar_end(wire, pos)
             elif wire == LEN:
                 length, pos = self._length(pos, field_start)
                 pos += length

@@ -182,24 +182,15 @@ def _gf2_times(matrix: list[int], vector: int) -> int:
 
 def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
     """The CRC-32 of A + B from crc1 = crc32(A), crc2 = crc32(B) and len(B) (zlib's crc32_combine, which
-    Python's zlib does not expose): crc1 is advanced over length2 zero bytes by repeated squaring of the
-    one-zero-bit operator over GF(2)."""
-    if length2 <= 0:
-        return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
-    even = [_gf2_times(odd, odd[n]) for n in range(32)]  # two zero bits
-    odd = [_gf2_times(even, even[n]) for n in range(32)]  # four zero bits
-    while True:
-        even = [_gf2_times(odd, odd[n]) for n in range(32)]
+    Python's zlib does not expose): crc1 is advanced over length2 zero bytes by the one-zero-byte
+    operator over GF(2), raised to length2 by repeated squaring."""
+    operator = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
+    for _ in range(3):  # eight zero bits: one zero byte
+        operator = [_gf2_times(operator, column) for column in operator]
+    while length2 > 0:
         if length2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(operator, crc1)
         length2 >>= 1
-        if not length2:
-            break
-        odd = [_gf2_times(even, even[n]) for n in range(32)]
-        if length2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
+        if length2:
+            operator = [_gf2_times(operator, column) for column in operator]
     return crc1 ^ crc2
