@@ -52,6 +52,18 @@ def evaluate(model: ModelSpec, feeds: list, convert_call: ConvertCall, masked: M
     return [tensors[key(r)] for r in model.outputs]
 
 
+def ignored_mask_note(spec, node_index: int, inputs: list, keras_major: int, name: str, kept_by: str) -> str | None:
+    """The note for a Keras 3 call of a masked recurrent layer with initial_state= (and no explicit mask=):
+    Keras 3 ignores the mask there, the exported model (`kept_by`) keeps it, as tf_keras does; else None."""
+    recorded = spec.calls[node_index] if node_index < len(spec.calls) else None
+    if keras_major != 3 or recorded is None or not recorded.initial_state or recorded.masks \
+            or inputs[0].mask is None or spec.class_name not in MASK_CONSUMERS:
+        return None
+    return (f"Layer {name!r} is masked and called with initial_state=: Keras 3 (3.15) ignores the mask there and "
+            f"predicts as if there were none; {kept_by} keeps the mask, as tf_keras does (pass mask= explicitly "
+            f"in Keras 3 to get the same numbers).")
+
+
 def resolved(value, tensors: dict):
     """Operands or kwargs with each TensorRef (also inside lists and dicts) replaced by its value."""
     if isinstance(value, TensorRef):

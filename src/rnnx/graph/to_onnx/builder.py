@@ -159,14 +159,9 @@ def _convert_call(ctx: Context, spec, node_index: int, prefix: str, inputs: list
         return _evaluate(ctx, spec.model, f"{prefix}{spec.name}/", inputs, keras_major)
     call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands,
                      kwargs or {})
-    recorded = spec.calls[node_index] if node_index < len(spec.calls) else None
-    if keras_major == 3 and recorded is not None and recorded.initial_state and not recorded.masks \
-            and inputs[0].mask is not None and spec.class_name in walk.MASK_CONSUMERS:
-        note = (f"Layer {call.name!r} is masked and called with initial_state=: Keras 3 (3.15) ignores the mask "
-                f"there and predicts as if there were none; the ONNX graph keeps the mask, as tf_keras does (pass "
-                f"mask= explicitly in Keras 3 to get the same numbers).")
-        if note not in ctx.notes:
-            ctx.notes.append(note)
+    note = walk.ignored_mask_note(spec, node_index, inputs, keras_major, call.name, "the ONNX graph")
+    if note is not None and note not in ctx.notes:
+        ctx.notes.append(note)
     convert = lookup(spec.class_name, call.name)
     try:
         outputs = convert(ctx, call, inputs)

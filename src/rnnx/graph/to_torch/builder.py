@@ -55,14 +55,9 @@ def _convert_call(prog: Program, spec, node_index: int, prefix: str, inputs: lis
         return _evaluate(prog, spec.model, f"{prefix}{spec.name}/", inputs, keras_major)
     call = LayerCall(f"{prefix}{spec.name}", spec.class_name, spec.config, keras_major, node_index, operands,
                      kwargs)
-    recorded = spec.calls[node_index] if node_index < len(spec.calls) else None
-    if keras_major == 3 and recorded is not None and recorded.initial_state and not recorded.masks \
-            and inputs[0].mask is not None and spec.class_name in walk.MASK_CONSUMERS:
-        note = (f"Layer {call.name!r} is masked and called with initial_state=: Keras 3 (3.15) ignores the mask "
-                f"there and predicts as if there were none; the PyTorch model keeps the mask, as tf_keras does "
-                f"(pass mask= explicitly in Keras 3 to get the same numbers).")
-        if note not in prog.notes:
-            prog.notes.append(note)
+    note = walk.ignored_mask_note(spec, node_index, inputs, keras_major, call.name, "the PyTorch model")
+    if note is not None and note not in prog.notes:
+        prog.notes.append(note)
     convert = lookup(spec.class_name, call.name)
     prog.comment(f"{literal(call.name)} ({spec.class_name})" + (" is an identity at inference"
                                                                if spec.class_name in IDENTITY_LAYERS else ""))
